@@ -1,0 +1,93 @@
+"""The /api/v1 NinjaExtraAPI: controllers of every domain app and the one error envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja.errors import AuthenticationError, AuthorizationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja_extra import NinjaExtraAPI
+from ninja_extra.exceptions import APIException
+
+from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
+from app.core.errors import ApiError, error_response
+from app.system.api import SystemController
+
+logger = logging.getLogger("app.api")
+
+api = NinjaExtraAPI(
+    title="Torchwire API",
+    version="1",
+    description="Train, serve and stream PyTorch models. Authenticate with `Authorization: Bearer <JWT or API key>`.",
+    urls_namespace="api-v1",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+api.register_controllers(AuthController, ApiKeyController, MeController, RealtimeTicketController, SystemController)
+
+
+def _loc(loc: object) -> list[object]:
+    return list(loc) if isinstance(loc, list | tuple) else [loc]
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    details = []
+    for err in exc.errors:
+        loc = _loc(err.get("loc", ()))
+        # Drop ninja's parameter-group names ("body", "payload") so the path reads as the client sent it.
+        field = [p for p in loc if p not in ("body", "payload", "query", "path")]
+        details.append({"loc": loc, "field": ".".join(str(p) for p in field), "msg": err.get("msg"), "type": err.get("type")})
+    first = details[0]["field"] if details else ""
+    message = f"invalid request: {first}: {details[0]['msg']}" if details else "invalid request"
+    return error_response(422, message, details=details)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return error_response(exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = error_response(401, "authentication required: send Authorization: Bearer <token or API key>")
+    response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
+    return response
+
+
+@api.exception_handler(AuthorizationError)
+def _forbidden_ninja(request: HttpRequest, exc: AuthorizationError) -> HttpResponse:
+    return error_response(403, str(exc.message) if hasattr(exc, "message") else "forbidden")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return error_response(403, str(exc) or "forbidden")
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, str(exc) or "not found")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(413, "request body is larger than the limit for this endpoint")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return error_response(exc.status_code, str(exc))
+
+
+@api.exception_handler(APIException)
+def _extra_error(request: HttpRequest, exc: APIException) -> HttpResponse:
+    return error_response(exc.status_code, str(exc.detail))
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal server error; quote the X-Request-ID header when reporting it")

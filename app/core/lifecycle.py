@@ -1,0 +1,75 @@
+"""ASGI lifespan for the whole app. Django's handler ignores lifespan, so this wrapper runs the startup
+and shutdown hooks that ``inference/`` and ``realtime/`` register, and tracks draining for /readyz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+_startup: list[Hook] = []
+_shutdown: list[Hook] = []
+
+
+class _State:
+    started = False
+    draining = False
+
+
+state = _State()
+
+
+def on_startup(hook: Hook) -> Hook:
+    _startup.append(hook)
+    return hook
+
+
+def on_shutdown(hook: Hook) -> Hook:
+    """Shutdown hooks run in reverse registration order, after ``state.draining`` turns True."""
+    _shutdown.append(hook)
+    return hook
+
+
+async def run_startup() -> None:
+    for hook in _startup:
+        await hook()
+    state.started = True
+
+
+async def run_shutdown() -> None:
+    state.draining = True
+    for hook in reversed(_shutdown):
+        try:
+            await hook()
+        except Exception:
+            logger.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
+
+
+class LifespanApp:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await run_startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await run_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

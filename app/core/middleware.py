@@ -1,0 +1,103 @@
+"""Request id propagation and the JSON error envelope for everything under /api/."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from app.core.errors import error_response
+from app.core.logging import clean_request_id, request_id_var
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]] | Callable[[HttpRequest], HttpResponse]
+
+
+class RequestIdMiddleware:
+    """Binds the request id for logs and Celery dispatches, and returns it as X-Request-ID."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        request_id = clean_request_id(request.headers.get("X-Request-ID"))
+        token = request_id_var.set(request_id)
+        try:
+            response = self.get_response(request)
+            assert isinstance(response, HttpResponse)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        request_id = clean_request_id(request.headers.get("X-Request-ID"))
+        token = request_id_var.set(request_id)
+        try:
+            response = await self.get_response(request)  # type: ignore[misc]
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def _needs_envelope(request: HttpRequest, response: HttpResponse) -> bool:
+    if not request.path.startswith("/api/") or response.status_code < 400 or response.streaming:
+        return False
+    if response.get("Content-Type", "").startswith("application/json"):
+        try:
+            body = json.loads(response.content)
+        except (ValueError, AttributeError):
+            return True
+        return not (isinstance(body, dict) and isinstance(body.get("error"), dict))
+    return True
+
+
+def _envelope(response: HttpResponse) -> HttpResponse:
+    status = response.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    wrapped = error_response(status, phrase)
+    for header in ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID"):
+        if header in response:
+            wrapped[header] = response[header]
+    return wrapped
+
+
+class ApiErrorEnvelopeMiddleware:
+    """Rewrites any non-envelope 4xx/5xx under /api/ (URL-resolver 404s, 405s, Django's own 400/413/500).
+
+    The API's own handlers already answer with the envelope; this catches what happens outside them.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponse)
+        return _envelope(response) if _needs_envelope(request, response) else response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)  # type: ignore[misc]
+        return _envelope(response) if _needs_envelope(request, response) else response

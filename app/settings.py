@@ -1,0 +1,287 @@
+"""The one settings module. Everything that differs between machines comes from the environment.
+
+DJANGO_ENV selects defaults: ``development`` (the embedded defaults `make run` uses), ``test`` and
+``production`` (secure defaults; SECRET_KEY and ALLOWED_HOSTS must be given).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from app.core.urls import database_from_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    try:
+        return default if raw in (None, "") else int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DJANGO_ENV = env("DJANGO_ENV", "development")
+if DJANGO_ENV not in ("development", "test", "production"):
+    raise ImproperlyConfigured(f"DJANGO_ENV={DJANGO_ENV!r}: use development, test or production")
+PRODUCTION = DJANGO_ENV == "production"
+
+VAR_DIR = Path(env("TORCHWIRE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+
+def _development_secret_key() -> str:
+    """A per-checkout key kept in var/, so every process of `make run` signs with the same key."""
+    path = VAR_DIR / "secret-key.txt"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production")
+    SECRET_KEY = _development_secret_key()
+if PRODUCTION and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters in production")
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG cannot be on in production")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja_extra",
+    "ninja_jwt",
+    "ninja_jwt.token_blacklist",
+    "channels",
+    "app.accounts",
+]
+
+MIDDLEWARE = [
+    "app.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "app.core.middleware.ApiErrorEnvelopeMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "app.urls"
+ASGI_APPLICATION = "asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL through psycopg 3 and Django's own pool. CONN_MAX_AGE stays 0: under ASGI every
+# request runs in a fresh thread, so persistent connections would leak; the pool reuses them instead.
+DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'torchwire.sqlite3'}")
+_db = database_from_url(DATABASE_URL, base_dir=BASE_DIR)
+_db["CONN_MAX_AGE"] = 0
+_db["ATOMIC_REQUESTS"] = False
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["OPTIONS"]["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN", 1),
+        "max_size": env_int("DATABASE_POOL_MAX", 10),
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
+    }
+    _db["OPTIONS"].setdefault("connect_timeout", 5)
+    _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or None}
+else:
+    _db["OPTIONS"]["timeout"] = 20
+    # A file, not :memory:, so a uvicorn subprocess in the test suite can share the test database.
+    _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or str(VAR_DIR / "test.sqlite3")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis: cache, channel layer, Celery broker and results, websocket tickets, rate limits.
+EMBEDDED_REDIS_PORT = env_int("TORCHWIRE_EMBEDDED_REDIS_PORT", 6390)
+REDIS_URL = env("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "tw",
+        "TIMEOUT": 300,
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "tw:layer"},
+    }
+}
+
+# Storage for artifacts and datasets: file:///path or s3://bucket/prefix (AWS_ENDPOINT_URL for
+# S3-compatible servers).
+STORAGE_URL = env("STORAGE_URL", f"file://{VAR_DIR / 'storage'}")
+AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL") or None
+AWS_REGION = env("AWS_DEFAULT_REGION", "us-east-1")
+
+# Celery (workers/celery.py reads the CELERY_* names).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("TORCHWIRE_TASK_TIME_LIMIT", 6 * 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# Redis redelivers an unacked task after the visibility timeout: it must exceed the longest hard limit,
+# or a long training job would be started a second time while the first still runs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TIMEZONE = "UTC"
+
+# Auth
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+JWT_AUDIENCE = env("TORCHWIRE_JWT_AUDIENCE", "torchwire")
+JWT_ISSUER = env("TORCHWIRE_JWT_ISSUER", "torchwire")
+NINJA_JWT = {
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env("TORCHWIRE_JWT_SIGNING_KEY") or SECRET_KEY,
+    "AUDIENCE": JWT_AUDIENCE,
+    "ISSUER": JWT_ISSUER,
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("TORCHWIRE_ACCESS_TOKEN_SECONDS", 300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env_int("TORCHWIRE_REFRESH_TOKEN_SECONDS", 86400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "LEEWAY": 0,
+}
+# Failed-login limit per client address and username: N attempts per window seconds, then 429.
+LOGIN_RATE_LIMIT = env_int("TORCHWIRE_LOGIN_RATE_LIMIT", 10)
+LOGIN_RATE_WINDOW = env_int("TORCHWIRE_LOGIN_RATE_WINDOW", 60)
+REALTIME_TICKET_SECONDS = 30
+# Browsers always send Origin on a websocket handshake; these are the origins they may come from, on
+# top of the ALLOWED_HOSTS on any scheme.
+WEBSOCKET_ALLOWED_ORIGINS = env_list("TORCHWIRE_WEBSOCKET_ALLOWED_ORIGINS", [])
+
+# Request bodies (JSON calls; the upload endpoints stream to storage and have their own caps).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TORCHWIRE_MAX_JSON_BYTES", 8 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
+# nginx serves collected static files in production; otherwise the ASGI app serves them.
+SERVE_STATIC = env_bool("TORCHWIRE_SERVE_STATIC", not PRODUCTION)
+
+# Security headers; production turns the HTTPS ones on (TLS terminates at nginx).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^v2/health/"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# Logging: one JSON object per line in production, readable lines otherwise.
+LOG_FORMAT = env("LOG_FORMAT", "json" if PRODUCTION else "text")
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "app.core.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "app.core.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "uvicorn.access": {"level": "WARNING"},
+    },
+}
+
+# Readiness checks give up after this many seconds each.
+READINESS_TIMEOUT = float(env("TORCHWIRE_READINESS_TIMEOUT", "2"))

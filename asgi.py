@@ -1,0 +1,21 @@
+"""The one ASGI application: HTTP to Django, websockets to Channels, lifespan to our hooks."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
+
+from django.conf import settings  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+# Django must be set up before anything imports models (consumers, auth middleware).
+django_http = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from app.core.lifecycle import LifespanApp  # noqa: E402
+from realtime.routing import websocket_application  # noqa: E402
+
+http_app = ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http
+
+application = LifespanApp(ProtocolTypeRouter({"http": http_app, "websocket": websocket_application}))
