@@ -1,0 +1,147 @@
+"""Every exception the inference library raises on purpose.
+
+All derive from `InferenceError`. Each class carries `http_status`, the status an HTTP layer
+should answer with, so the mapping lives next to the meaning instead of in every view; `code`
+is a stable machine-readable name and `details` a JSON-serialisable dict for the response body.
+The library itself never speaks HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InferenceError(Exception):
+    http_status: int = 500
+    code: str = "inference_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+class ArchitectureError(InferenceError):
+    """Unknown architecture name or a config that does not match its schema."""
+
+    http_status = 422
+    code = "invalid_architecture"
+
+
+class SignatureError(InferenceError):
+    """A signature definition is itself malformed."""
+
+    http_status = 422
+    code = "invalid_signature"
+
+
+class DatatypeError(InferenceError):
+    """A datatype name that is unknown or deliberately unsupported (BYTES, BF16)."""
+
+    http_status = 400
+    code = "unsupported_datatype"
+
+
+class ArtifactError(InferenceError):
+    """An artifact file is unreadable, of a refused kind, or does not match its architecture."""
+
+    http_status = 422
+    code = "invalid_artifact"
+
+
+class ArtifactForbidden(ArtifactError):
+    """The artifact format executes code when loaded and code artifacts are not allowed here."""
+
+    http_status = 403
+    code = "artifact_forbidden"
+
+    def __init__(self, message: str, *, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"reason": reason, **(details or {})})
+        self.reason = reason
+
+
+class InputError(InferenceError):
+    """A request input does not satisfy the model signature."""
+
+    http_status = 400
+    code = "invalid_input"
+
+    def __init__(self, input_name: str, message: str) -> None:
+        super().__init__(f"input {input_name!r}: {message}", details={"input": input_name})
+        self.input_name = input_name
+        self.reason = message
+
+
+class V2Error(InferenceError):
+    """A request body that is not a valid Open Inference Protocol (V2) request."""
+
+    http_status = 400
+    code = "invalid_request"
+
+
+class DeviceError(InferenceError):
+    """The configured device does not exist on this machine."""
+
+    http_status = 500
+    code = "device_unavailable"
+
+
+class QueueFull(InferenceError):
+    """The batcher queue is at capacity; retry after `retry_after_seconds` (a Retry-After header)."""
+
+    http_status = 503
+    code = "queue_full"
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(
+            f"inference queue is full; retry after {retry_after_seconds:.3f}s",
+            details={"retry_after_seconds": retry_after_seconds},
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RequestTooLarge(InferenceError):
+    """A single request holds more rows than the whole queue may ever hold."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
+class DeadlineExceeded(InferenceError):
+    http_status = 504
+    code = "deadline_exceeded"
+
+
+class BatchFailed(InferenceError):
+    """The forward pass of the batch this request was part of raised."""
+
+    http_status = 500
+    code = "batch_failed"
+
+
+class ShuttingDown(InferenceError):
+    """The model version is draining (shutdown, unload or hot swap) and takes no new work."""
+
+    http_status = 503
+    code = "shutting_down"
+
+
+class ModelNotFound(InferenceError):
+    """Raised by a pool loader (supplied by the app) for an unknown model or version."""
+
+    http_status = 404
+    code = "model_not_found"
+
+
+class ModelLoadError(InferenceError):
+    """A known model version could not be loaded or warmed up."""
+
+    http_status = 500
+    code = "model_load_failed"
