@@ -67,5 +67,8 @@ class EchoConsumer(AuthenticatedConsumer):
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Accepts only to close with 4404, so an authenticated client can tell a wrong path from a refusal."""
+
     async def connect(self) -> None:
+        await self.accept(subprotocol=self.scope.get("accept_subprotocol"))
         await self.close(code=CLOSE_NOT_FOUND)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import os
 import subprocess
@@ -63,16 +65,39 @@ def celery_worker_proc(service_env: dict[str, str]) -> Iterator[subprocess.Popen
 _counter = itertools.count()
 
 
+def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs ORM code from a sync fixture that an async test requested (the session loop is running in
+    this thread, so Django would refuse); the worker thread's connection is closed afterwards."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+
+    def call() -> Any:
+        from django.db import connections
+
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
 @pytest.fixture
 def make_user(transactional_db: None) -> Callable[..., Account]:
     """Creates committed users (visible to the uvicorn subprocess)."""
     from app.accounts.services import user_create
 
+    def create(name: str, password: str, role: str) -> int:
+        return int(user_create(username=name, password=password, role=role).pk)
+
     def make(role: str = "member", username: str | None = None) -> Account:
         name = username or f"{role}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
         password = f"pw-{uuid.uuid4().hex}"
-        user = user_create(username=name, password=password, role=role)
-        return Account(username=name, password=password, role=role, pk=user.pk)
+        pk = off_loop(create, name, password, role)
+        return Account(username=name, password=password, role=role, pk=pk)
 
     return make
 
