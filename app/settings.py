@@ -34,9 +34,9 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+    raw = os.environ.get(name) or ""
     try:
-        return default if raw in (None, "") else int(raw)
+        return int(raw) if raw else default
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
 

@@ -17,7 +17,7 @@ ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.MAINTAINER: 2, Role.ADMIN: 3}
 
 
 class TorchwireUserManager(UserManager["User"]):
-    def create_superuser(  # type: ignore[override]
+    def create_superuser(
         self, username: str, email: str | None = None, password: str | None = None, **extra: Any
     ) -> User:
         extra.setdefault("role", Role.ADMIN)
@@ -27,7 +27,7 @@ class TorchwireUserManager(UserManager["User"]):
 class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
 
-    objects: ClassVar[TorchwireUserManager] = TorchwireUserManager()  # type: ignore[assignment]
+    objects: ClassVar[TorchwireUserManager] = TorchwireUserManager()
 
     def has_role(self, role: Role | str) -> bool:
         """True when the user's role is at least ``role``; superusers count as admins."""

@@ -146,7 +146,7 @@ def credential_authenticate(*, raw: str) -> Principal:
 
 
 def _pair_for(user: User) -> TokenPair:
-    refresh = RefreshToken.for_user(user)
+    refresh = RefreshToken.for_user(user)  # type: ignore[misc]
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 

@@ -39,7 +39,9 @@ def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse
         loc = _loc(err.get("loc", ()))
         # Drop ninja's parameter-group names ("body", "payload") so the path reads as the client sent it.
         field = [p for p in loc if p not in ("body", "payload", "query", "path")]
-        details.append({"loc": loc, "field": ".".join(str(p) for p in field), "msg": err.get("msg"), "type": err.get("type")})
+        details.append(
+            {"loc": loc, "field": ".".join(str(p) for p in field), "msg": err.get("msg"), "type": err.get("type")}
+        )
     first = details[0]["field"] if details else ""
     message = f"invalid request: {first}: {details[0]['msg']}" if details else "invalid request"
     return error_response(422, message, details=details)

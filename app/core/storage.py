@@ -89,7 +89,7 @@ async def _spool(chunks: AsyncIterable[bytes], max_bytes: int | None, directory:
                 digest.update(chunk)
                 await asyncio.to_thread(fh.write, chunk)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink on the failure path
         raise
     return tmp, size, digest.hexdigest()
 
@@ -134,11 +134,15 @@ class LocalStorage:
 
     async def download(self, key: str, dest: Path) -> StoredObject:
         src = self._path(key)
-        if not await asyncio.to_thread(src.exists):
-            raise ObjectNotFound(key)
-        if src.resolve() != dest.resolve():
-            await asyncio.to_thread(shutil.copyfile, src, dest)
-        size, sha = await asyncio.to_thread(_hash_file, dest)
+
+        def copy() -> tuple[int, str]:
+            if not src.exists():
+                raise ObjectNotFound(key)
+            if src.resolve() != dest.resolve():
+                shutil.copyfile(src, dest)
+            return _hash_file(dest)
+
+        size, sha = await asyncio.to_thread(copy)
         return StoredObject(key=key, size=size, sha256=sha)
 
     async def stream(self, key: str) -> AsyncIterator[bytes]:

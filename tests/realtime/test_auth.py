@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def _refused(uri: str, **kwargs: object) -> int:
     with pytest.raises(InvalidStatus) as info:
-        async with websockets.connect(uri, open_timeout=10, **kwargs):  # type: ignore[arg-type]
+        async with websockets.connect(uri, open_timeout=10, **kwargs):
             pass
     return info.value.response.status_code
 
