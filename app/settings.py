@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "ninja_jwt.token_blacklist",
     "channels",
     "app.accounts",
+    "app.registry",
 ]
 
 MIDDLEWARE = [
@@ -178,6 +179,11 @@ CHANNEL_LAYERS = {
 STORAGE_URL = env("STORAGE_URL", f"file://{VAR_DIR / 'storage'}")
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL") or None
 AWS_REGION = env("AWS_DEFAULT_REGION", "us-east-1")
+
+# Model artifacts. TorchScript and torch.export files run code when loaded: off unless the operator
+# trusts every uploader (docs/security.md).
+ALLOW_CODE_ARTIFACTS = env_bool("TORCHWIRE_ALLOW_CODE_ARTIFACTS", False)
+MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
 
 # Celery (workers/celery.py reads the CELERY_* names).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

@@ -106,3 +106,6 @@ def make_user(transactional_db: None) -> Callable[..., Account]:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+pytest_plugins = ["tests.s3"]

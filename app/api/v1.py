@@ -13,6 +13,7 @@ from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
 from app.core.errors import ApiError, error_response
+from app.registry.api import ArchitectureController, ModelController
 from app.system.api import SystemController
 
 logger = logging.getLogger("app.api")
@@ -25,7 +26,15 @@ api = NinjaExtraAPI(
     openapi_url="/openapi.json",
     docs_url="/docs",
 )
-api.register_controllers(AuthController, ApiKeyController, MeController, RealtimeTicketController, SystemController)
+api.register_controllers(
+    AuthController,
+    ApiKeyController,
+    MeController,
+    RealtimeTicketController,
+    SystemController,
+    ModelController,
+    ArchitectureController,
+)
 
 
 def _loc(loc: object) -> list[object]:

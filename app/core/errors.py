@@ -72,6 +72,10 @@ class Invalid(ApiError):
     status = 422
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
 class RateLimited(ApiError):
     status = 429
 

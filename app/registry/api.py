@@ -1,0 +1,168 @@
+import os
+import tempfile
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from ninja import File, Form
+from ninja.files import UploadedFile
+from ninja_extra import api_controller, route
+
+from app.accounts.models import User
+from app.api.auth import bearer_auth
+from app.core.errors import PayloadTooLarge
+
+from . import selectors, services
+from .models import MlModel, ModelVersion, Stage
+from .schemas import ModelCreateIn, ModelOut, ModelPatchIn, PromoteIn, VersionOut
+
+
+def model_out(model: MlModel) -> dict[str, Any]:
+    versions = list(model.versions.values_list("number", "stage"))
+    production = next((n for n, s in versions if s == Stage.PRODUCTION), None)
+    return {
+        "name": model.name,
+        "description": model.description,
+        "owner": model.owner.username,
+        "visibility": model.visibility,
+        "sharing": selectors.model_shared_usernames(model=model),
+        "serving": {
+            "max_batch_size": model.max_batch_size,
+            "max_delay_ms": model.max_delay_ms,
+            "max_queue": model.max_queue,
+            "timeout_ms": model.timeout_ms,
+            "device": model.device,
+        },
+        "production_version": production,
+        "latest_version": max((n for n, _ in versions), default=None),
+        "created_at": model.created_at,
+        "updated_at": model.updated_at,
+    }
+
+
+def version_out(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": version.model.name,
+        "version": version.number,
+        "format": version.format,
+        "architecture": version.architecture,
+        "config": version.config,
+        "signature": version.signature,
+        "stage": version.stage,
+        "artifact_sha256": version.artifact_sha256,
+        "artifact_size": version.artifact_size,
+        "metrics": version.metrics,
+        "created_by": version.created_by.username if version.created_by else None,
+        "created_at": version.created_at,
+        "promoted_at": version.promoted_at,
+    }
+
+
+def _model_get_out(user: User, name: str) -> dict[str, Any]:
+    return model_out(selectors.model_get(user=user, name=name))
+
+
+def _model_list_out(user: User) -> list[dict[str, Any]]:
+    return [model_out(m) for m in selectors.model_list(user=user)]
+
+
+def _model_create_out(user: User, payload: ModelCreateIn) -> dict[str, Any]:
+    model = services.model_create(
+        owner=user, name=payload.name, description=payload.description, visibility=payload.visibility
+    )
+    return model_out(model)
+
+
+def _model_patch_out(user: User, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    model = selectors.model_get(user=user, name=name)
+    return model_out(services.model_update(model=model, actor=user, changes=changes))
+
+
+def _versions_out(user: User, name: str) -> list[dict[str, Any]]:
+    model = selectors.model_get(user=user, name=name)
+    return [version_out(v) for v in selectors.model_version_list(model=model).select_related("model", "created_by")]
+
+
+def _version_out(user: User, name: str, number: int) -> dict[str, Any]:
+    model = selectors.model_get(user=user, name=name)
+    return version_out(selectors.model_version_get(model=model, number=number))
+
+
+def _promote_out(user: User, name: str, number: int, stage: str) -> dict[str, Any]:
+    model = selectors.model_get(user=user, name=name)
+    version = selectors.model_version_get(model=model, number=number)
+    promoted = services.model_version_promote(version=version, stage=stage, actor=user)
+    return version_out(ModelVersion.objects.select_related("model", "created_by").get(pk=promoted.pk))
+
+
+@api_controller("/models", tags=["models"], auth=bearer_auth)
+class ModelController:
+    @route.get("", response=list[ModelOut], summary="Models the caller can see")
+    async def list_models(self) -> list[dict[str, Any]]:
+        return await sync_to_async(_model_list_out)(self.context.request.auth)  # type: ignore[union-attr]
+
+    @route.post("", response={201: ModelOut}, summary="Create a model (maintainer+)")
+    async def create_model(self, payload: ModelCreateIn) -> tuple[int, dict[str, Any]]:
+        return 201, await sync_to_async(_model_create_out)(self.context.request.auth, payload)  # type: ignore[union-attr]
+
+    @route.get("/{name}", response=ModelOut, summary="One model")
+    async def get_model(self, name: str) -> dict[str, Any]:
+        return await sync_to_async(_model_get_out)(self.context.request.auth, name)  # type: ignore[union-attr]
+
+    @route.patch("/{name}", response=ModelOut, summary="Serving config, description, visibility, sharing")
+    async def patch_model(self, name: str, payload: ModelPatchIn) -> dict[str, Any]:
+        changes = payload.model_dump(exclude_unset=True)
+        return await sync_to_async(_model_patch_out)(self.context.request.auth, name, changes)  # type: ignore[union-attr]
+
+    @route.get("/{name}/versions", response=list[VersionOut], summary="Versions of a model")
+    async def list_versions(self, name: str) -> list[dict[str, Any]]:
+        return await sync_to_async(_versions_out)(self.context.request.auth, name)  # type: ignore[union-attr]
+
+    @route.get("/{name}/versions/{version}", response=VersionOut, summary="One version")
+    async def get_version(self, name: str, version: int) -> dict[str, Any]:
+        return await sync_to_async(_version_out)(self.context.request.auth, name, version)  # type: ignore[union-attr]
+
+    @route.post("/{name}/versions/{version}/promote", response=VersionOut, summary="Move a version to a stage")
+    async def promote(self, name: str, version: int, payload: PromoteIn) -> dict[str, Any]:
+        user = self.context.request.auth  # type: ignore[union-attr]
+        return await sync_to_async(_promote_out)(user, name, version, payload.stage)
+
+    @route.post("/{name}/versions", response={201: VersionOut}, summary="Publish version N+1 (multipart)")
+    async def publish(
+        self, name: str, artifact: File[UploadedFile], manifest: Form[str]
+    ) -> tuple[int, dict[str, Any]]:
+        user = self.context.request.auth  # type: ignore[union-attr]
+        if artifact.size is not None and artifact.size > settings.MAX_ARTIFACT_BYTES:
+            raise PayloadTooLarge(f"artifact exceeds the limit of {settings.MAX_ARTIFACT_BYTES} bytes")
+        model = await sync_to_async(selectors.model_get)(user=user, name=name)
+        parsed = await sync_to_async(services.manifest_parse)(manifest)
+        path, cleanup = _local_path(artifact)
+        try:
+            version = await services.model_version_publish(
+                model=model, actor=user, artifact_path=path, manifest=parsed
+            )
+        finally:
+            cleanup()
+        full = await ModelVersion.objects.select_related("model", "created_by").aget(pk=version.pk)
+        return 201, version_out(full)
+
+
+def _local_path(upload: UploadedFile) -> tuple[str, Any]:
+    """A filesystem path for the upload: Django's temp file when it spooled to disk, else a copy."""
+    if hasattr(upload, "temporary_file_path"):
+        return upload.temporary_file_path(), lambda: None
+    fd, path = tempfile.mkstemp(prefix="tw-artifact-")
+    with os.fdopen(fd, "wb") as fh:
+        for chunk in upload.chunks():
+            fh.write(chunk)
+    return path, lambda: os.unlink(path)
+
+
+@api_controller("/architectures", tags=["models"], auth=bearer_auth)
+class ArchitectureController:
+    @route.get("", summary="Registered architectures and their config schema")
+    async def list_architectures(self) -> dict[str, Any]:
+        from inference import architectures
+
+        return {"architectures": [{"name": n, "config_schema": s} for n, s in sorted(architectures.available().items())]}
+

@@ -1,0 +1,63 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Schema
+from pydantic import Field
+
+
+class ModelCreateIn(Schema):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=10_000)
+    visibility: Literal["private", "shared", "public"] = "private"
+
+
+class ModelPatchIn(Schema):
+    description: str | None = Field(default=None, max_length=10_000)
+    visibility: Literal["private", "shared", "public"] | None = None
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_delay_ms: float | None = Field(default=None, ge=0, le=1000)
+    max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
+    timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
+    device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
+    sharing: list[str] | None = Field(default=None, max_length=1000)
+
+
+class ServingOut(Schema):
+    max_batch_size: int
+    max_delay_ms: float
+    max_queue: int
+    timeout_ms: int
+    device: str
+
+
+class ModelOut(Schema):
+    name: str
+    description: str
+    owner: str
+    visibility: str
+    sharing: list[str]
+    serving: ServingOut
+    production_version: int | None
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionOut(Schema):
+    model: str
+    version: int
+    format: str
+    architecture: str
+    config: dict[str, Any]
+    signature: dict[str, Any]
+    stage: str
+    artifact_sha256: str
+    artifact_size: int
+    metrics: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+    promoted_at: datetime | None
+
+
+class PromoteIn(Schema):
+    stage: Literal["staging", "production", "archived"]

@@ -1,0 +1,287 @@
+"""Writes for the registry. Sync and transactional; async callers wrap each in one ``sync_to_async``.
+
+Side effects (serving pool hot swap, realtime events) run from ``transaction.on_commit``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from app.accounts.models import Role, User
+from app.core.errors import Conflict, Forbidden, Invalid
+
+from .models import MlModel, ModelVersion, Stage, Visibility
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+
+SERVING_LIMITS: dict[str, tuple[float, float]] = {
+    "max_batch_size": (1, 4096),
+    "max_delay_ms": (0, 1000),
+    "max_queue": (1, 1_000_000),
+    "timeout_ms": (1, 600_000),
+}
+
+# Called after a promotion commits, with (model name, version number or None); the serving layer
+# registers itself here so the registry does not import it.
+promotion_listeners: list[Callable[[str, int | None], None]] = []
+
+
+def _check_maintainer(actor: User) -> None:
+    if not actor.has_role(Role.MAINTAINER):
+        raise Forbidden("this action needs the maintainer role or higher")
+
+
+def model_create(*, owner: User, name: str, description: str = "", visibility: str = Visibility.PRIVATE) -> MlModel:
+    _check_maintainer(owner)
+    if not NAME_RE.match(name):
+        raise Invalid(
+            "model name must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            details=[{"loc": ["name"], "field": "name", "msg": "invalid name"}],
+        )
+    if visibility not in Visibility.values:
+        raise Invalid(f"visibility must be one of {', '.join(Visibility.values)}")
+    try:
+        with transaction.atomic():
+            return MlModel.objects.create(name=name, description=description, owner=owner, visibility=visibility)
+    except IntegrityError as exc:
+        raise Conflict(f"a model named {name!r} already exists") from exc
+
+
+def _check_manage(actor: User, model: MlModel) -> None:
+    if not (actor.has_role(Role.ADMIN) or (model.owner_id == actor.pk and actor.has_role(Role.MAINTAINER))):
+        raise Forbidden("only the model's owner (maintainer or higher) or an admin can change it")
+
+
+def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlModel:
+    """Applies serving config, description, visibility and sharing; all or nothing."""
+    _check_manage(actor, model)
+    errors = []
+    for field, (low, high) in SERVING_LIMITS.items():
+        if field in changes and changes[field] is not None:
+            value = changes[field]
+            if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+                errors.append({"loc": [field], "field": field, "msg": f"must be a number in [{low:g}, {high:g}]"})
+            elif field != "max_delay_ms" and int(value) != value:
+                errors.append({"loc": [field], "field": field, "msg": "must be an integer"})
+    device = changes.get("device")
+    if device is not None and not DEVICE_RE.match(device):
+        errors.append({"loc": ["device"], "field": "device", "msg": "must be auto, cpu, cuda or cuda:N"})
+    visibility = changes.get("visibility")
+    if visibility is not None and visibility not in Visibility.values:
+        errors.append({"loc": ["visibility"], "field": "visibility", "msg": f"one of {Visibility.values}"})
+    sharing = changes.get("sharing")
+    users: list[User] = []
+    if sharing is not None:
+        users = list(User.objects.filter(username__in=sharing, is_active=True))
+        unknown = sorted(set(sharing) - {u.username for u in users})
+        if unknown:
+            errors.append({"loc": ["sharing"], "field": "sharing", "msg": f"unknown users: {', '.join(unknown)}"})
+    if errors:
+        raise Invalid(f"invalid model settings: {errors[0]['field']}: {errors[0]['msg']}", details=errors)
+    with transaction.atomic():
+        locked = MlModel.objects.select_for_update().get(pk=model.pk)
+        for field in (*SERVING_LIMITS, "device", "description", "visibility"):
+            if changes.get(field) is not None:
+                value = changes[field]
+                if field in ("max_batch_size", "max_queue", "timeout_ms"):
+                    value = int(value)
+                setattr(locked, field, value)
+        locked.save()
+        if sharing is not None:
+            locked.shared_with.set(users)
+        name = locked.name
+        transaction.on_commit(lambda: _notify(name, None))
+    return locked
+
+
+def model_version_create(
+    *,
+    model: MlModel,
+    actor: User,
+    fmt: str,
+    architecture: str,
+    config: dict[str, Any],
+    signature: dict[str, Any],
+    artifact_key: str,
+    artifact_sha256: str,
+    artifact_size: int,
+    extras: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    stage: str = Stage.NONE,
+    source_job_id: int | None = None,
+) -> ModelVersion:
+    """Registers version N+1 for an artifact already validated and stored. The model row is locked so
+    concurrent uploads get consecutive numbers; a ``source_job_id`` makes the call idempotent per job."""
+    _check_manage(actor, model)
+    with transaction.atomic():
+        locked = MlModel.objects.select_for_update().get(pk=model.pk)
+        if source_job_id is not None:
+            existing = ModelVersion.objects.filter(source_job_id=source_job_id).first()
+            if existing is not None:
+                return existing
+        last = ModelVersion.objects.filter(model=locked).order_by("-number").values_list("number", flat=True).first()
+        version = ModelVersion.objects.create(
+            model=locked,
+            number=(last or 0) + 1,
+            format=fmt,
+            architecture=architecture,
+            config=config,
+            signature=signature,
+            artifact_key=artifact_key,
+            artifact_sha256=artifact_sha256,
+            artifact_size=artifact_size,
+            extras=extras or {},
+            metrics=metrics or {},
+            created_by=actor,
+            source_job_id=source_job_id,
+        )
+    if stage != Stage.NONE:
+        version = model_version_promote(version=version, stage=stage, actor=actor)
+    return version
+
+
+def model_version_promote(*, version: ModelVersion, stage: str, actor: User) -> ModelVersion:
+    """Moves ``version`` to ``stage``. Promotion to production archives the previous production version
+    in the same transaction, so exactly one is in production at any instant."""
+    _check_manage(actor, version.model)
+    if stage not in (Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED):
+        raise Invalid("stage must be one of staging, production, archived")
+    with transaction.atomic():
+        model = MlModel.objects.select_for_update().get(pk=version.model_id)
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if stage == Stage.PRODUCTION:
+            ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).exclude(pk=locked.pk).update(
+                stage=Stage.ARCHIVED
+            )
+        locked.stage = stage
+        locked.promoted_at = timezone.now()
+        locked.save(update_fields=["stage", "promoted_at"])
+        name, number = model.name, locked.number
+        transaction.on_commit(lambda: _notify(name, number))
+    return locked
+
+
+def _notify(name: str, number: int | None) -> None:
+    for listener in promotion_listeners:
+        listener(name, number)
+
+
+def _manifest_error(message: str, field: str) -> Invalid:
+    return Invalid(f"invalid manifest: {message}", details=[{"loc": ["manifest", field], "field": field, "msg": message}])
+
+
+def manifest_parse(raw: str) -> dict[str, Any]:
+    """Checks the manifest's shape; the artifact itself is checked by ``model_version_publish``."""
+    import json
+
+    from inference import architectures
+    from inference.errors import ArchitectureError, SignatureError
+    from inference.signature import Signature
+
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise _manifest_error(f"not valid JSON ({exc})", "manifest") from exc
+    if not isinstance(manifest, dict):
+        raise _manifest_error("must be a JSON object", "manifest")
+    unknown = set(manifest) - {"format", "architecture", "config", "signature"}
+    if unknown:
+        raise _manifest_error(f"unknown keys {sorted(unknown)}", sorted(unknown)[0])
+    fmt = manifest.get("format", "safetensors")
+    if fmt not in ("safetensors", "torchscript", "torch_export"):
+        raise _manifest_error(
+            f"format {fmt!r} is not accepted; use safetensors (or torchscript/torch_export where allowed). "
+            "Pickle and torch.save checkpoints are never accepted.",
+            "format",
+        )
+    architecture = manifest.get("architecture") or ""
+    config = manifest.get("config") or {}
+    if not isinstance(config, dict):
+        raise _manifest_error("config must be an object", "config")
+    if fmt == "safetensors":
+        if not architecture:
+            raise _manifest_error("a safetensors artifact needs an architecture", "architecture")
+        try:
+            config = architectures.validate_config(architecture, config)
+        except ArchitectureError as exc:
+            raise _manifest_error(exc.message, "config") from exc
+    raw_signature = manifest.get("signature")
+    if raw_signature is None and fmt == "safetensors":
+        default = architectures.default_signature(architecture, config)
+        if default is None:
+            raise _manifest_error("signature is required for this architecture", "signature")
+        raw_signature = default.to_dict()
+    if not isinstance(raw_signature, dict):
+        raise _manifest_error("signature is required: {inputs: [...], outputs: [...]}", "signature")
+    try:
+        signature = Signature.from_dict(raw_signature)
+    except SignatureError as exc:
+        raise _manifest_error(exc.message, "signature") from exc
+    return {"format": fmt, "architecture": architecture, "config": config, "signature": signature.to_dict()}
+
+
+async def model_version_publish(*, model: MlModel, actor: User, artifact_path: str, manifest: dict[str, Any],
+                                stage: str = Stage.NONE) -> ModelVersion:
+    """Validates an uploaded artifact without executing it, stores it with its sha256 and registers it.
+
+    Runs on the event loop; file checks go to a thread. If registering fails the stored object is removed.
+    """
+    import asyncio
+    import uuid
+
+    from asgiref.sync import sync_to_async
+    from django.conf import settings
+
+    from app.core.storage import get_storage
+    from inference import formats
+    from inference.errors import ArtifactError, ArtifactForbidden
+
+    await sync_to_async(_check_manage)(actor, model)
+    fmt = manifest["format"]
+    if fmt in ("torchscript", "torch_export") and not settings.ALLOW_CODE_ARTIFACTS:
+        raise Forbidden(
+            f"{fmt} artifacts execute code when loaded; this server only accepts them when the operator sets "
+            "TORCHWIRE_ALLOW_CODE_ARTIFACTS=true",
+            details={"reason": "code_artifacts_disabled", "format": fmt},
+        )
+    try:
+        await asyncio.to_thread(
+            formats.validate_artifact,
+            artifact_path,
+            fmt,
+            architecture=manifest["architecture"] or None,
+            config=manifest["config"],
+            allow_code=settings.ALLOW_CODE_ARTIFACTS,
+        )
+    except ArtifactForbidden as exc:
+        raise Forbidden(exc.message, details=exc.details) from exc
+    except ArtifactError as exc:
+        raise Invalid(exc.message, details=exc.details) from exc
+    from pathlib import Path
+
+    extension = {"safetensors": "safetensors", "torchscript": "pt", "torch_export": "pt2"}[fmt]
+    key = f"models/{model.name}/{uuid.uuid4().hex}.{extension}"
+    storage = get_storage()
+    stored = await storage.save_file(key, Path(artifact_path))
+    try:
+        return await sync_to_async(model_version_create)(
+            model=model,
+            actor=actor,
+            fmt=fmt,
+            architecture=manifest["architecture"],
+            config=manifest["config"],
+            signature=manifest["signature"],
+            artifact_key=stored.key,
+            artifact_sha256=stored.sha256,
+            artifact_size=stored.size,
+            stage=stage,
+        )
+    except BaseException:
+        await storage.delete(key)
+        raise
