@@ -1,0 +1,40 @@
+"""GET /metrics: open from loopback (a local Prometheus or sidecar), otherwise admin credentials."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.accounts.models import Role
+from app.accounts.services import credential_authenticate
+from app.core.errors import Unauthorized, error_response
+
+from .metrics import render
+
+
+def _loopback(request: HttpRequest) -> bool:
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    # Behind a proxy every request comes from loopback; the proxy marks forwarded ones, and those
+    # must authenticate like any remote caller.
+    forwarded = "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_X_REAL_IP" in request.META
+    if forwarded or not _loopback(request):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return error_response(401, "metrics need admin credentials from outside loopback")
+        try:
+            principal = await sync_to_async(credential_authenticate)(raw=token.strip())
+        except Unauthorized as exc:
+            return error_response(401, exc.message)
+        if not principal.user.has_role(Role.ADMIN):
+            return error_response(403, "metrics need the admin role")
+    return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
