@@ -175,9 +175,7 @@ def validate_artifact(
     if fmt != "safetensors":
         return ArtifactInfo(format=fmt, size_bytes=size, tensors=None)
     if architecture is None or config is None:
-        raise ArtifactError(
-            "a safetensors artifact needs an architecture and its config", details={"format": fmt}
-        )
+        raise ArtifactError("a safetensors artifact needs an architecture and its config", details={"format": fmt})
     tensors = _read_safetensors_header(path)
     _compare(tensors, _expected_tensors(architecture, config))
     return ArtifactInfo(format=fmt, size_bytes=size, tensors=tensors)
@@ -216,7 +214,9 @@ def load_module(
         raise
     except Exception as exc:
         raise ArtifactError(f"loading the {fmt} artifact failed: {exc}", details={"format": fmt}) from exc
-    module.requires_grad_(False)
+    # Per parameter: ScriptModule refuses Module.requires_grad_.
+    for param in module.parameters():
+        param.requires_grad_(False)
     return module
 
 

@@ -104,16 +104,12 @@ class Signature:
     def example_inputs(self, rows: int = 1) -> dict[str, np.ndarray]:
         """Zero-filled inputs of `rows` rows, variable dimensions set to 1 (used for warm-up)."""
         return {
-            s.name: np.zeros(
-                (rows, *(1 if d == -1 else d for d in s.shape[1:])), dtype=s.datatype.numpy_dtype
-            )
+            s.name: np.zeros((rows, *(1 if d == -1 else d for d in s.shape[1:])), dtype=s.datatype.numpy_dtype)
             for s in self.inputs
         }
 
 
-def validate_inputs(
-    signature: Signature, inputs: Mapping[str, np.ndarray], max_elements: int
-) -> dict[str, np.ndarray]:
+def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray], max_elements: int) -> dict[str, np.ndarray]:
     """Check request inputs against `signature`; return them cast to the declared datatypes.
 
     Raises `InputError` naming the offending input for: an unknown or missing input, a datatype

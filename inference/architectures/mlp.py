@@ -34,9 +34,7 @@ SCHEMA: dict[str, Any] = {
 
 
 class MLP(nn.Module):
-    def __init__(
-        self, in_features: int, hidden: list[int], out_features: int, activation: str, dropout: float
-    ) -> None:
+    def __init__(self, in_features: int, hidden: list[int], out_features: int, activation: str, dropout: float) -> None:
         super().__init__()
         dims = [in_features, *hidden, out_features]
         # Named layers rather than one nn.Sequential, so state_dict keys do not shift with dropout.

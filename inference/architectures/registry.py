@@ -62,9 +62,7 @@ def validate_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Return `config` normalised (defaults filled in) or raise `ArchitectureError` naming the field."""
     arch = _get(name)
     if not isinstance(config, Mapping):
-        raise ArchitectureError(
-            f"{name}: config must be an object", details={"architecture": name, "field": None}
-        )
+        raise ArchitectureError(f"{name}: config must be an object", details={"architecture": name, "field": None})
     normalised: dict[str, Any] = check(arch.schema, dict(config), architecture=name)
     return normalised
 
@@ -132,16 +130,12 @@ def _load_plugins() -> None:
             return
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name in _BUILTINS:
-                logger.warning(
-                    "architecture plugin %r (%s) shadows a built-in; ignored", entry.name, entry.value
-                )
+                logger.warning("architecture plugin %r (%s) shadows a built-in; ignored", entry.name, entry.value)
                 continue
             try:
                 _registry.setdefault(entry.name, _adapt(entry.name, entry.load()))
             except Exception:
-                logger.exception(
-                    "architecture plugin %r (%s) failed to load; skipped", entry.name, entry.value
-                )
+                logger.exception("architecture plugin %r (%s) failed to load; skipped", entry.name, entry.value)
         _plugins_loaded = True
 
 

@@ -106,6 +106,4 @@ def _json_type(value: Any) -> str:
 
 def _fail(arch: str, path: str, message: str) -> NoReturn:
     field = path.removeprefix("config").removeprefix(".")
-    raise ArchitectureError(
-        f"{arch}: {path} {message}", details={"architecture": arch, "field": field or None}
-    )
+    raise ArchitectureError(f"{arch}: {path} {message}", details={"architecture": arch, "field": field or None})
