@@ -59,3 +59,8 @@ def _db_url() -> str:
     from tests.conftest import _test_database_url
 
     return _test_database_url()
+
+
+def test_no_missing_migrations():
+    result = _manage("makemigrations", "--check", "--dry-run", env={})
+    assert result.returncode == 0, result.stdout + result.stderr
