@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -44,10 +44,10 @@ class StoredObject:
 
 
 def _clean_key(key: str) -> str:
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or any(part in ("", ".", "..") for part in path.parts):
+    # Split the raw string: PurePosixPath would quietly fold "a//b", "./a" and "a/" into other keys.
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise StorageError(f"invalid storage key {key!r}")
-    return str(path)
+    return key
 
 
 class Storage(Protocol):
@@ -136,7 +136,7 @@ class LocalStorage:
         src = self._path(key)
 
         def copy() -> tuple[int, str]:
-            if not src.exists():
+            if not src.is_file():
                 raise ObjectNotFound(key)
             if src.resolve() != dest.resolve():
                 shutil.copyfile(src, dest)
@@ -149,7 +149,7 @@ class LocalStorage:
         src = self._path(key)
         try:
             fh = await asyncio.to_thread(src.open, "rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         try:
             while block := await asyncio.to_thread(fh.read, CHUNK):
@@ -158,10 +158,17 @@ class LocalStorage:
             fh.close()
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._path(key).exists)
+        return await asyncio.to_thread(self._path(key).is_file)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        path = self._path(key)
+
+        def unlink() -> None:
+            # As on S3, deleting a prefix is a no-op rather than an error.
+            if not path.is_dir():
+                path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink)
 
     async def check(self) -> None:
         def probe() -> None:
@@ -191,31 +198,41 @@ class S3Storage:
         return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
 
     async def save(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> StoredObject:
+        s3_key = self._key(key)
         tmp, size, sha = await _spool(chunks, max_bytes, None)
         try:
             async with self._client() as s3:
-                await s3.upload_file(str(tmp), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": sha}})
+                await s3.upload_file(str(tmp), self.bucket, s3_key, ExtraArgs={"Metadata": {"sha256": sha}})
         finally:
             tmp.unlink(missing_ok=True)
         return StoredObject(key=key, size=size, sha256=sha)
 
     async def save_file(self, key: str, path: Path) -> StoredObject:
+        s3_key = self._key(key)
         size, sha = await asyncio.to_thread(_hash_file, path)
         async with self._client() as s3:
-            await s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": sha}})
+            await s3.upload_file(str(path), self.bucket, s3_key, ExtraArgs={"Metadata": {"sha256": sha}})
         return StoredObject(key=key, size=size, sha256=sha)
 
     async def download(self, key: str, dest: Path) -> StoredObject:
         from botocore.exceptions import ClientError
 
-        async with self._client() as s3:
-            try:
-                await s3.download_file(self.bucket, self._key(key), str(dest))
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                    raise ObjectNotFound(key) from exc
-                raise
-        size, sha = await asyncio.to_thread(_hash_file, dest)
+        s3_key = self._key(key)
+        # download_file opens its target before it asks S3, so a missing key or a broken transfer would
+        # truncate ``dest``; download beside it and move into place only once complete.
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
+        try:
+            async with self._client() as s3:
+                try:
+                    await s3.download_file(self.bucket, s3_key, str(tmp))
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                        raise ObjectNotFound(key) from exc
+                    raise
+            size, sha = await asyncio.to_thread(_hash_file, tmp)
+            await asyncio.to_thread(os.replace, tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
         return StoredObject(key=key, size=size, sha256=sha)
 
     async def stream(self, key: str) -> AsyncIterator[bytes]:
@@ -228,7 +245,10 @@ class S3Storage:
                 if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                     raise ObjectNotFound(key) from exc
                 raise
-            async with obj["Body"] as body:
+            # Not ``async with obj["Body"] as body``: that binds the raw aiohttp response, whose read()
+            # takes no size.
+            body = obj["Body"]
+            async with body:
                 while chunk := await body.read(CHUNK):
                     yield chunk
 
