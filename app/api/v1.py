@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
@@ -14,6 +15,8 @@ from ninja_extra.exceptions import APIException
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
 from app.core.errors import ApiError, error_response
 from app.registry.api import ArchitectureController, ModelController
+from app.serving.api import PredictController
+from inference.errors import InferenceError, QueueFull
 from app.system.api import SystemController
 
 logger = logging.getLogger("app.api")
@@ -34,7 +37,11 @@ api.register_controllers(
     SystemController,
     ModelController,
     ArchitectureController,
+    PredictController,
 )
+
+# Inference errors a caller caused are 422 here (the V2 endpoints answer 400, as that protocol says).
+CLIENT_INFERENCE_ERRORS = {"invalid_input", "unsupported_datatype", "invalid_request"}
 
 
 def _loc(loc: object) -> list[object]:
@@ -59,6 +66,19 @@ def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse
 @api.exception_handler(ApiError)
 def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return error_response(exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+
+
+def inference_error_response(exc: InferenceError) -> HttpResponse:
+    status = 422 if exc.code in CLIENT_INFERENCE_ERRORS else exc.http_status
+    headers = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
+    return error_response(status, exc.message, code=exc.code, details=exc.details or None, headers=headers)
+
+
+@api.exception_handler(InferenceError)
+def _inference_error(request: HttpRequest, exc: InferenceError) -> HttpResponse:
+    return inference_error_response(exc)
 
 
 @api.exception_handler(AuthenticationError)
@@ -90,6 +110,10 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
+        cause = exc.__cause__
+        detail = f": {cause}" if isinstance(cause, ValueError) else ""
+        return error_response(422, f"request body is not valid JSON{detail}", code="invalid_json")
     return error_response(exc.status_code, str(exc))
 
 

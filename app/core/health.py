@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from app.core.db import db_async
 from app.core.lifecycle import state
 from app.core.redis import get_redis
 from app.core.storage import get_storage
@@ -20,18 +20,13 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _db_ping() -> None:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    finally:
-        # This runs on an executor thread outside any request, so nothing else would hand the
-        # connection back to the pool.
-        connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
 
 
 async def _check_database() -> None:
-    await sync_to_async(_db_ping, thread_sensitive=False)()
+    await db_async(_db_ping)()
 
 
 async def _check_redis() -> None:

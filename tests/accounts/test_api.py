@@ -60,7 +60,9 @@ def test_validation_errors_name_the_field(client):
     err = _error(client.post("/api/v1/auth/token", json={"username": 5}), 422)
     fields = {d["field"] for d in err["details"]}
     assert fields == {"username", "password"}
-    _error(client.post("/api/v1/auth/token", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    err = _error(client.post("/api/v1/auth/token", content=b"{not json", headers={"content-type": "application/json"}),
+                 422)
+    assert err["code"] == "invalid_json"
 
 
 def test_not_found_and_method_not_allowed_are_json(client, make_user):

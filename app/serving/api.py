@@ -1,0 +1,55 @@
+import time
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Schema
+from ninja_extra import api_controller, route
+from pydantic import Field
+
+from app.api.auth import bearer_auth
+from app.core.errors import Invalid
+
+from . import runtime
+from .arrays import inputs_from_json, outputs_to_json
+
+
+class PredictIn(Schema):
+    inputs: Any = Field(description="A nested list (single-input models) or an object of input name -> nested list")
+
+
+class PredictOut(Schema):
+    model: str
+    version: int
+    outputs: Any
+    timing: dict[str, float]
+
+
+def timeout_header(request: HttpRequest) -> float | None:
+    raw = request.headers.get("X-Request-Timeout-Ms")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Invalid("X-Request-Timeout-Ms must be a number of milliseconds") from None
+    if not 0 < value <= 600_000:
+        raise Invalid("X-Request-Timeout-Ms must be in (0, 600000]")
+    return value
+
+
+@api_controller("/models", tags=["inference"], auth=bearer_auth)
+class PredictController:
+    @route.post("/{name}/predict", response=PredictOut, summary="Run a model on JSON inputs (batched)")
+    async def predict(self, name: str, payload: PredictIn, version: int | None = None) -> dict[str, Any]:
+        request = self.context.request  # type: ignore[union-attr]
+        started = time.perf_counter()
+        target = await runtime.resolve(request.auth, name, version)
+        inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
+        deadline = runtime.deadline_for(target, timeout_header(request))
+        served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+        return {
+            "model": name,
+            "version": served_version,
+            "outputs": outputs_to_json(outputs, shorthand),
+            "timing": {"total_ms": round((time.perf_counter() - started) * 1000, 3)},
+        }

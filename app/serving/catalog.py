@@ -1,0 +1,138 @@
+"""What the serving path needs to know about a model, cached briefly in each process.
+
+A request must not cost several queries, so each process keeps a `ModelInfo` per model for
+``CATALOG_TTL`` seconds. Within that time an access change or promotion may not be seen by another
+process; the process that made the change drops its entry at once (on commit).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+from app.accounts.models import Role, User
+from app.core.db import db_async
+from app.core.errors import NotFound
+from app.registry.models import MlModel, ModelVersion, Stage, Visibility
+
+CATALOG_TTL = 1.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    name: str
+    owner_id: int
+    visibility: str
+    shared_with: frozenset[int]
+    production: int | None
+    max_batch_size: int
+    max_delay_ms: float
+    max_queue: int
+    timeout_ms: int
+    device: str
+
+    def readable_by(self, user: User) -> bool:
+        return (
+            user.has_role(Role.ADMIN)
+            or self.owner_id == user.pk
+            or self.visibility == Visibility.PUBLIC
+            or (self.visibility == Visibility.SHARED and user.pk in self.shared_with)
+        )
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    number: int
+    format: str
+    architecture: str
+    config: dict[str, Any]
+    signature: dict[str, Any]
+    artifact_key: str
+    artifact_sha256: str
+    stage: str
+    extras: dict[str, Any]
+
+
+_models: dict[str, tuple[float, ModelInfo | None]] = {}
+_versions: dict[tuple[int, int], VersionInfo] = {}
+
+
+def _fetch_model(name: str) -> ModelInfo | None:
+    model = MlModel.objects.filter(name=name).first()
+    if model is None:
+        return None
+    production = (
+        ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).values_list("number", flat=True).first()
+    )
+    return ModelInfo(
+        id=model.pk,
+        name=model.name,
+        owner_id=model.owner_id,
+        visibility=model.visibility,
+        shared_with=frozenset(model.shared_with.values_list("pk", flat=True)),
+        production=production,
+        max_batch_size=model.max_batch_size,
+        max_delay_ms=model.max_delay_ms,
+        max_queue=model.max_queue,
+        timeout_ms=model.timeout_ms,
+        device=model.device,
+    )
+
+
+def _fetch_version(model_id: int, number: int) -> VersionInfo | None:
+    v = ModelVersion.objects.filter(model_id=model_id, number=number).first()
+    if v is None:
+        return None
+    return VersionInfo(
+        number=v.number,
+        format=v.format,
+        architecture=v.architecture,
+        config=v.config,
+        signature=v.signature,
+        artifact_key=v.artifact_key,
+        artifact_sha256=v.artifact_sha256,
+        stage=v.stage,
+        extras=v.extras,
+    )
+
+
+async def model_info(name: str) -> ModelInfo | None:
+    now = time.monotonic()
+    cached = _models.get(name)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    info = await db_async(_fetch_model)(name)
+    _models[name] = (now + CATALOG_TTL, info)
+    return info
+
+
+async def version_info(model: ModelInfo, number: int) -> VersionInfo | None:
+    """Versions never change except their stage, so they are cached without expiry (stage aside)."""
+    key = (model.id, number)
+    cached = _versions.get(key)
+    if cached is None:
+        cached = await db_async(_fetch_version)(model.id, number)
+        if cached is None:
+            return None
+        _versions[key] = cached
+    return cached
+
+
+async def model_for(user: User, name: str) -> ModelInfo:
+    """The model if ``user`` may read it, else NotFound (the same answer as for a missing model)."""
+    info = await model_info(name)
+    if info is None or not info.readable_by(user):
+        raise NotFound(f"model {name!r} not found")
+    return info
+
+
+def forget(name: str) -> None:
+    _models.pop(name, None)
+
+
+def forget_all() -> None:
+    _models.clear()
+    _versions.clear()

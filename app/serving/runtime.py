@@ -1,0 +1,216 @@
+"""The serving pool of this ASGI process and the one inference service all three protocols call.
+
+`infer` is the single entry point: REST (/api/v1/models/{name}/predict), V2 (/v2/...) and the
+websocket consumer all go through it, so their requests share one batcher per model version.
+
+Production routing uses the pool's ``production`` alias. Each request compares it with the catalog
+(at most `catalog.CATALOG_TTL` old); when they differ a background task hot-swaps (the new version
+is loaded and warmed before the alias moves, the old one drains), and requests keep going to the old
+version meanwhile. So promotion needs no cross-process message and no request fails during a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from app.accounts.models import Role, User
+from app.core.errors import Forbidden, NotFound
+from app.core.lifecycle import on_shutdown, on_startup
+from app.core.storage import get_storage
+from app.monitoring import metrics
+from app.registry import services as registry_services
+from inference.batcher import BatchConfig
+from inference.errors import ModelNotFound
+from inference.pool import LoadedModel, ModelPool
+from inference.signature import Signature
+
+from . import catalog
+
+logger = logging.getLogger(__name__)
+PRODUCTION = "production"
+
+_pool: ModelPool | None = None
+_swaps: dict[str, asyncio.Task[None]] = {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved call: which model, which version label the pool should use, and its signature."""
+
+    model: catalog.ModelInfo
+    version: int
+    label: str  # a version number, or the production alias
+    signature: Signature
+    extras: dict[str, object]
+
+
+def _observer(model: str, version: str) -> metrics.PrometheusBatchObserver:
+    return metrics.PrometheusBatchObserver(model, int(version))
+
+
+async def _load(model_name: str, version_label: str) -> LoadedModel:
+    info = await catalog.model_info(model_name)
+    if info is None or not version_label.isdigit():
+        raise ModelNotFound(f"model {model_name!r} version {version_label!r} not found")
+    version = await catalog.version_info(info, int(version_label))
+    if version is None:
+        raise ModelNotFound(f"model {model_name!r} has no version {version_label}")
+    path = await _cached_artifact(version)
+    return LoadedModel(
+        artifact_path=path,
+        format=version.format,
+        architecture=version.architecture or None,
+        config=version.config,
+        signature=Signature.from_dict(version.signature),
+        device=info.device,
+        batch=BatchConfig(
+            max_batch_size=info.max_batch_size,
+            max_delay_ms=info.max_delay_ms,
+            max_queue=info.max_queue,
+            timeout_ms=info.timeout_ms,
+        ),
+        allow_code=settings.ALLOW_CODE_ARTIFACTS,
+        sha256=version.artifact_sha256,  # the pool verifies it on every load
+    )
+
+
+async def _cached_artifact(version: catalog.VersionInfo) -> Path:
+    """A local copy named by content hash, so every process and version with the same bytes shares it."""
+    cache: Path = settings.ARTIFACT_CACHE_DIR
+    suffix = Path(version.artifact_key).suffix
+    path = cache / f"{version.artifact_sha256}{suffix}"
+    if await asyncio.to_thread(path.exists):
+        return path
+    await asyncio.to_thread(cache.mkdir, parents=True, exist_ok=True)
+    tmp = cache / f".{uuid.uuid4().hex}.part"
+    try:
+        await get_storage().download(version.artifact_key, tmp)
+        await asyncio.to_thread(os.replace, tmp, path)
+    finally:
+        await asyncio.to_thread(tmp.unlink, missing_ok=True)
+    return path
+
+
+def get_pool() -> ModelPool:
+    global _pool
+    if _pool is None:
+        _pool = ModelPool(
+            _load,
+            memory_budget_mb=settings.MODEL_MEMORY_MB,
+            torch_threads=settings.TORCH_THREADS,
+            max_elements=settings.MAX_INPUT_ELEMENTS,
+            observer_factory=_observer,
+            drain_seconds=settings.DRAIN_SECONDS,
+        )
+    return _pool
+
+
+@on_startup
+async def _start() -> None:
+    get_pool()
+
+
+@on_shutdown
+async def _stop() -> None:
+    global _pool
+    if _pool is not None:
+        await _pool.shutdown(settings.DRAIN_SECONDS)
+        _pool = None
+
+
+def _on_registry_change(name: str, version: int | None) -> None:
+    """Called on commit of a promotion or settings change in this process."""
+    catalog.forget(name)
+    if version is None and _pool is not None:
+        # Serving settings changed: reload versions with the new batch config on their next request.
+        loaded = [s.version for s in _pool.loaded() if s.model == name]
+        for label in loaded:
+            asyncio.get_running_loop().create_task(_pool.unload(name, label))
+
+
+registry_services.promotion_listeners.append(_on_registry_change)
+
+
+async def _swap(name: str, version: int) -> None:
+    try:
+        await get_pool().alias(name, str(version), name=PRODUCTION)
+    except Exception:
+        logger.exception("hot swap of %s to version %s failed; still serving the previous version", name, version)
+    finally:
+        _swaps.pop(name, None)
+
+
+async def resolve(user: User, name: str, version: int | None) -> Target:
+    """Access check and version choice for an inference call. Viewers read but do not call models."""
+    info = await catalog.model_for(user, name)
+    if not user.has_role(Role.MEMBER):
+        raise Forbidden("calling a model needs the member role or higher")
+    pool = get_pool()
+    if version is not None:
+        number, label = version, str(version)
+    else:
+        if info.production is None:
+            pool.unalias(name, PRODUCTION)
+            raise NotFound(f"model {name!r} has no production version; promote one or pass a version")
+        current = pool.aliases(name).get(PRODUCTION)
+        if current is None:
+            await pool.alias(name, str(info.production), name=PRODUCTION)
+        elif current != str(info.production) and name not in _swaps:
+            _swaps[name] = asyncio.get_running_loop().create_task(_swap(name, info.production))
+        number, label = int(pool.resolve(name, PRODUCTION)), PRODUCTION
+    found = await catalog.version_info(info, number)
+    if found is None:
+        raise NotFound(f"model {name!r} has no version {number}")
+    return Target(model=info, version=number, label=label, signature=Signature.from_dict(found.signature),
+                  extras=dict(found.extras))
+
+
+def deadline_for(target: Target, timeout_ms: float | None) -> float:
+    ms = target.model.timeout_ms if timeout_ms is None else timeout_ms
+    return time.monotonic() + max(ms, 0) / 1000.0
+
+
+async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: float, protocol: str) -> tuple[
+    int, dict[str, np.ndarray]
+]:
+    """Runs ``inputs`` through the shared batcher; returns the version that answered and its outputs.
+
+    Records request metrics. Raises the `inference.errors` exceptions; callers map them to their
+    protocol's error format.
+    """
+    started = time.perf_counter()
+    status = "ok"
+    pool = get_pool()
+    version = target.version
+    try:
+        if target.label == PRODUCTION:
+            version = int(pool.resolve(target.model.name, PRODUCTION))
+        outputs = await pool.infer(target.model.name, target.label, inputs, deadline=deadline)
+        return version, outputs
+    except asyncio.CancelledError:
+        status = "cancelled"
+        raise
+    except Exception as exc:
+        status = getattr(exc, "code", "error")
+        raise
+    finally:
+        metrics.INFERENCE_REQUESTS.labels(target.model.name, str(version), protocol, status).inc()
+        metrics.INFERENCE_LATENCY.labels(target.model.name, protocol).observe(time.perf_counter() - started)
+
+
+def loaded_gauges() -> None:
+    pool = _pool
+    if pool is None:
+        return
+    metrics.LOADED_MODELS.set(len(pool.loaded()))
+    for served in pool.loaded():
+        metrics.LOADED_MEMORY.labels(served.model, served.version).set(served.memory_bytes)
