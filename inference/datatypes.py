@@ -159,6 +159,14 @@ def array_from_json(data: Any, datatype: Datatype, *, name: str, shape: tuple[in
     if array.dtype.kind == "f" and array.size == 0:
         # np.array([]) is float64 but carries no values to object to.
         array = array.astype(datatype.numpy_dtype)
+    elif array.dtype.kind == "f" and datatype is Datatype.UINT64:
+        # numpy infers float64 for integers above 2**63-1; parse those exactly instead.
+        exact = np.array(data, dtype=object)
+        if all(type(v) is int for v in exact.flat):
+            try:
+                array = exact.astype(np.uint64)
+            except OverflowError as exc:
+                raise InputError(name, "values do not fit UINT64") from exc
     array = cast_input(array, datatype, name=name)
     if shape is not None:
         expected = int(np.prod(shape, dtype=np.int64))

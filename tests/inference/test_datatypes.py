@@ -99,3 +99,12 @@ def test_outputs_convert_to_declared_type_or_fail() -> None:
         torch_to_numpy(torch.tensor([-3]), Datatype.UINT32)
     with pytest.raises(TypeError):
         torch_to_numpy(torch.tensor([0.5]), Datatype.INT64)
+
+
+def test_json_uint64_beyond_int64_is_exact() -> None:
+    big = [[2**64 - 1, 5], [2**63, 0]]
+    assert array_from_json(big, Datatype.UINT64, name="x").tolist() == big
+    with pytest.raises(InputError, match="do not fit UINT64"):
+        array_from_json([2**64 - 1, -1], Datatype.UINT64, name="x")
+    with pytest.raises(InputError, match="floating-point"):
+        array_from_json([2**64 - 1, 0.5], Datatype.UINT64, name="x")
