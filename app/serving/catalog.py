@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-
 from app.accounts.models import Role, User
 from app.core.db import db_async
 from app.core.errors import NotFound

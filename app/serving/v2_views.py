@@ -1,0 +1,163 @@
+"""The Open Inference Protocol (KServe V2) under /v2, for existing Triton/KServe clients.
+
+Errors follow that protocol: ``{"error": "<message>"}`` with 400 for a bad request (not the /api/v1
+envelope). Health endpoints are open; everything else takes the same bearer credentials as the API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from app.accounts.models import User
+from app.accounts.services import credential_authenticate
+from app.core.errors import ApiError, NotFound
+from app.core.lifecycle import state
+from inference import v2
+from inference.errors import InferenceError, QueueFull, V2Error
+from inference.signature import Signature
+
+from . import catalog, runtime
+
+SERVER_NAME = "torchwire"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data"]
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:
+    response = JsonResponse(v2.error_body(message), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _inference_error(exc: InferenceError) -> JsonResponse:
+    headers = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
+    return _error(exc.http_status, exc.message, headers)
+
+
+def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[View], View]:
+    """Method check, bearer auth and the protocol's error shape around a V2 view."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = _error(405, f"method {request.method} not allowed")
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                if auth:
+                    header = request.headers.get("Authorization", "")
+                    scheme, _, token = header.partition(" ")
+                    if scheme.lower() != "bearer" or not token.strip():
+                        response = _error(401, "authentication required: send Authorization: Bearer <token or API key>")
+                        response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
+                        return response
+                    principal = await sync_to_async(credential_authenticate)(raw=token.strip())
+                    request.user = principal.user
+                return await view(request, *args, **kwargs)
+            except ApiError as exc:
+                return _error(exc.status, exc.message, exc.headers)
+            except InferenceError as exc:
+                return _inference_error(exc)
+            except RequestDataTooBig:
+                return _error(413, "request body is larger than the limit")
+
+        return wrapper
+
+    return decorate
+
+
+@v2_endpoint(methods=("GET",), auth=False)
+async def health_live(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"live": True})
+
+
+@v2_endpoint(methods=("GET",), auth=False)
+async def health_ready(request: HttpRequest) -> HttpResponse:
+    ready = state.started and not state.draining
+    return JsonResponse({"ready": ready}, status=200 if ready else 503)
+
+
+@v2_endpoint(methods=("GET",))
+async def server_metadata(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+
+def _version(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise V2Error(f"model version must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _version_numbers(model_id: int) -> list[str]:
+    from app.registry.models import ModelVersion
+
+    numbers = ModelVersion.objects.filter(model_id=model_id).order_by("number").values_list("number", flat=True)
+    return [str(n) for n in numbers]
+
+
+@v2_endpoint(methods=("GET",))
+async def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    info = await catalog.model_for(user, name)
+    number = _version(version) if version is not None else info.production
+    if number is None:
+        raise NotFound(f"model {name!r} has no production version; ask for a version explicitly")
+    found = await catalog.version_info(info, number)
+    if found is None:
+        raise NotFound(f"model {name!r} has no version {number}")
+    versions = await sync_to_async(_version_numbers)(info.id)
+    return JsonResponse(v2.model_metadata(name, versions, Signature.from_dict(found.signature)))
+
+
+@v2_endpoint(methods=("GET",))
+async def model_ready(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    """Ready means loaded and warmed up in this process: asking loads it if needed."""
+    user: User = request.user  # type: ignore[assignment]
+    try:
+        target = await runtime.resolve(user, name, _version(version))
+        await runtime.get_pool().get(name, target.label)
+    except InferenceError as exc:
+        return JsonResponse({"name": name, "ready": False, "error": exc.message}, status=400)
+    return JsonResponse({"name": name, "version": str(target.version), "ready": True})
+
+
+@v2_endpoint(methods=("POST",))
+async def model_infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    raw_length = request.headers.get(v2.HEADER_LENGTH_HEADER)
+    try:
+        header_length = int(raw_length) if raw_length is not None else None
+    except ValueError:
+        raise V2Error(f"{v2.HEADER_LENGTH_HEADER} must be an integer") from None
+    body = request.body
+    target = await runtime.resolve(user, name, _version(version))
+    decoded = v2.decode_infer_request(body, header_length)
+    names, binary = decoded.output_selection(target.signature.output_names)
+    timeout = decoded.timeout_seconds
+    deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
+    served, outputs = await runtime.infer(target, dict(decoded.inputs), deadline=deadline, protocol="v2")
+    selected = {n: outputs[n] for n in names}
+    payload, json_length = v2.encode_infer_response(name, str(served), decoded.id, selected, binary)
+    if json_length is None:
+        return HttpResponse(payload, content_type="application/json")
+    response = HttpResponse(payload, content_type="application/octet-stream")
+    response[v2.HEADER_LENGTH_HEADER] = str(json_length)
+    return response
+
