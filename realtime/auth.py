@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http.request import validate_host
 
 from app.accounts.models import User
 from app.accounts.services import Principal, credential_authenticate
 from app.accounts.tickets import ticket_redeem
+from app.core.db import db_async
 from app.core.errors import Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ async def authenticate_scope(scope: dict[str, Any]) -> tuple[Principal, str | No
         if len(subprotocols) < 2:
             raise HandshakeRefused("bearer subprotocol without a token")
         try:
-            principal = await sync_to_async(credential_authenticate)(raw=subprotocols[1])
+            principal = await db_async(credential_authenticate)(raw=subprotocols[1])
         except Unauthorized as exc:
             raise HandshakeRefused(exc.message) from exc
         return principal, SUBPROTOCOL
@@ -73,7 +73,7 @@ async def authenticate_scope(scope: dict[str, Any]) -> tuple[Principal, str | No
         claim = await ticket_redeem(ticket=tickets[0])
         if claim is None:
             raise HandshakeRefused("ticket unknown, expired or already used")
-        user = await sync_to_async(_user_active)(claim.user_id)
+        user = await db_async(_user_active)(claim.user_id)
         if user is None:
             raise HandshakeRefused("user inactive")
         expires = datetime.fromtimestamp(claim.expires_at, UTC) if claim.expires_at else None

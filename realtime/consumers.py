@@ -72,3 +72,66 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept(subprotocol=self.scope.get("accept_subprotocol"))
         await self.close(code=CLOSE_NOT_FOUND)
+
+
+class InferConsumer(AuthenticatedConsumer):
+    """/ws/v1/infer: V2 infer requests as JSON messages, with ``model`` (and optional ``version``) and an
+    ``id``; each answer is the V2 response with the same ``id``, or ``{"id", "error", "code"}``.
+
+    Requests run concurrently and are answered as they complete, so answers may come out of order.
+    More than ``WS_MAX_IN_FLIGHT`` in flight is refused at once. Closing the socket cancels what is
+    still queued, which removes its rows from the batcher before they are computed.
+    """
+
+    async def connect(self) -> None:
+        self._in_flight: set[asyncio.Task[None]] = set()
+        await super().connect()
+
+    async def disconnect(self, code: int) -> None:
+        for task in list(getattr(self, "_in_flight", ())):
+            task.cancel()
+        await super().disconnect(code)
+
+    async def receive_json(self, content: dict[str, Any]) -> None:
+        from django.conf import settings
+
+        request_id = content.get("id")
+        if len(self._in_flight) >= settings.WS_MAX_IN_FLIGHT:
+            await self.send_json(
+                {"id": request_id, "code": "too_many_in_flight",
+                 "error": f"more than {settings.WS_MAX_IN_FLIGHT} requests in flight on this socket; wait for answers"}
+            )
+            return
+        task = asyncio.create_task(self._infer(content))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _infer(self, content: dict[str, Any]) -> None:
+        from app.core.errors import STATUS_CODES, ApiError
+        from app.serving import runtime
+        from inference import v2
+        from inference.errors import InferenceError
+
+        request_id = content.get("id")
+        try:
+            model = content.pop("model", None)
+            version = content.pop("version", None)
+            if not isinstance(model, str) or not model:
+                raise v2.V2Error("'model' (the model name) is required")
+            if version is not None and not (isinstance(version, int | str) and str(version).isdigit()):
+                raise v2.V2Error("'version' must be a positive integer")
+            if request_id is not None:
+                content["id"] = request_id = str(request_id)
+            target = await runtime.resolve(self.scope["user"], model, None if version is None else int(version))
+            decoded = v2.decode_infer_request(json.dumps(content).encode(), None)
+            names, _ = decoded.output_selection(target.signature.output_names)
+            timeout = decoded.timeout_seconds
+            deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
+            served, outputs = await runtime.infer(target, dict(decoded.inputs), deadline=deadline, protocol="ws")
+            body, _ = v2.encode_infer_response(model, str(served), request_id, {n: outputs[n] for n in names}, False)
+            await self.send(text_data=body.decode())
+        except InferenceError as exc:
+            await self.send_json({"id": request_id, "code": exc.code, "error": exc.message})
+        except ApiError as exc:
+            code = exc.code or STATUS_CODES.get(exc.status, "error")
+            await self.send_json({"id": request_id, "code": code, "error": exc.message})

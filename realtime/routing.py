@@ -1,12 +1,13 @@
 from django.urls import path, re_path
 
 from realtime.auth import WebsocketAuthMiddleware
-from realtime.consumers import EchoConsumer, NotFoundConsumer
+from realtime.consumers import EchoConsumer, InferConsumer, NotFoundConsumer
 
 from channels.routing import URLRouter  # isort: skip
 
 websocket_urlpatterns = [
     path("ws/v1/echo", EchoConsumer.as_asgi()),
+    path("ws/v1/infer", InferConsumer.as_asgi()),
     re_path(r"^.*$", NotFoundConsumer.as_asgi()),
 ]
 

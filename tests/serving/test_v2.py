@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-
 import numpy as np
 import pytest
 import tritonclient.http as triton
