@@ -158,6 +158,7 @@ class ModelPool:
         Returns once the old version is freed.
         """
         served = await self._acquire(model, version)
+        version = served.version  # `version` may itself have been an alias
         try:
             previous = self._aliases.get((model, name))
             self._aliases[(model, name)] = version
