@@ -122,7 +122,6 @@ class Batcher:
         self._queues: dict[GroupKey, deque[_Request]] = {}
         self._group_rows: dict[GroupKey, int] = {}
         self._queued_rows = 0
-        self._in_flight: list[_Slice] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -268,11 +267,13 @@ class Batcher:
         batch: list[_Slice] = []
         while queue and capacity:
             request = queue[0]
-            if request.deadline <= now:
-                # Its waiter is woken by its own timeout; this keeps it from being computed if the
-                # loop is late to run that timeout.
+            if request.future.done() or request.deadline <= now:
+                # Abandoned (its task was cancelled or timed out but has not run its handler yet), or
+                # expired with the loop too late to run its timeout: either way, never computed.
                 if self._fail(request, DeadlineExceeded("the request deadline passed while it was queued")):
                     self._reject("deadline")
+                else:
+                    self._withdraw(request)
                 continue
             if request.taken == 0:
                 self._notify(self._observer.queue_wait, now - request.enqueued)
@@ -293,7 +294,6 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Slice]) -> None:
-        self._in_flight = batch
         rows = sum(s.rows for s in batch)
         started = time.monotonic()
         try:
@@ -315,8 +315,6 @@ class Batcher:
                 if self._fail(s.request, BatchFailed(f"forward pass failed: {type(exc).__name__}: {exc}")):
                     self._reject("batch_failed")
             return
-        finally:
-            self._in_flight = []
         elapsed = time.monotonic() - started
         self._record_rate(rows, elapsed)
         self._notify(self._observer.batch, rows, len({id(s.request) for s in batch}), elapsed)

@@ -158,12 +158,11 @@ class ModelPool:
         Returns once the old version is freed.
         """
         served = await self._acquire(model, version)
+        self._release(served)
+        # No await from here to the flip, so the loaded version cannot be evicted in between.
         version = served.version  # `version` may itself have been an alias
-        try:
-            previous = self._aliases.get((model, name))
-            self._aliases[(model, name)] = version
-        finally:
-            self._release(served)
+        previous = self._aliases.get((model, name))
+        self._aliases[(model, name)] = version
         logger.info("alias %s/%s -> %s (was %s)", model, name, version, previous)
         if previous is not None and previous != version and previous not in self.aliases(model).values():
             await self._retire((model, previous), self._drain_seconds)

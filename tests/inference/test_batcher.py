@@ -447,3 +447,47 @@ async def test_a_broken_observer_does_not_break_serving() -> None:
     await batcher.start()
     assert (await batcher.submit(rows(2.0)))["y"][0, 0] == 4.0
     await batcher.drain(1.0)
+
+
+async def test_an_abandoned_request_at_the_head_is_skipped_not_computed() -> None:
+    # A timeout or cancel cancels the request's future at once, but the waiter's cleanup runs only
+    # when its task is next scheduled; a batch taken in between must skip the request, not stall.
+    runner = ScriptedRunner()
+    runner.hold()
+    batcher = await started(runner, max_delay_ms=0)
+    blocker = asyncio.create_task(batcher.submit(rows(1.0)))
+    await until(lambda: bool(runner.batches))
+    waiter = asyncio.create_task(batcher.submit(rows(666.0)))
+    survivor = asyncio.create_task(batcher.submit(rows(2.0)))
+    await asyncio.sleep(0)
+    queue = next(iter(batcher._queues.values()))
+    queue[0].future.cancel()
+    batch = batcher._take(queue[0].key, time.monotonic())
+    assert [s.request.inputs["x"][0, 0] for s in batch] == [2.0]
+    assert batcher.queued_rows == 0
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    batch[0].request.future.set_result({"y": np.array([[4.0]])})
+    await survivor
+    runner.release()
+    await blocker
+    await batcher.drain(1.0)
+
+
+async def test_images_of_different_sizes_through_a_real_cnn() -> None:
+    config = {"in_channels": 2, "channels": [4], "out_features": 3, "dtype": "float64"}
+    torch.manual_seed(0)
+    module = architectures.build("cnn", config).eval()
+    signature = architectures.default_signature("cnn", config)
+    assert signature is not None and signature.inputs[0].shape == (-1, 2, -1, -1)
+    runner = Runner(module, signature, "cpu")
+    batcher = await started(runner, max_batch_size=4, max_delay_ms=2)
+    generator = np.random.default_rng(1)
+    images = [generator.standard_normal((1 + i % 2, 2, 5 + i % 3, 7)) for i in range(9)]
+    results = await asyncio.gather(*(batcher.submit({"input": x}) for x in images))
+    await batcher.drain(1.0)
+    runner.close()
+    for x, result in zip(images, results, strict=True):
+        with torch.inference_mode():
+            alone = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(result["output"], alone, rtol=1e-10, atol=1e-12)
