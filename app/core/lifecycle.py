@@ -4,7 +4,10 @@ and shutdown hooks that ``inference/`` and ``realtime/`` register, and tracks dr
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -33,10 +36,40 @@ def on_shutdown(hook: Hook) -> Hook:
     return hook
 
 
+def _drain_on_signals(delay: float) -> None:
+    """Marks the process draining the moment SIGTERM/SIGINT arrives: /readyz and new inference answer
+    503 while queued work finishes. The server's own handler (which stops listening) runs ``delay``
+    seconds later, so a load balancer sees the 503 and stops sending traffic before the socket closes.
+    A second signal skips the delay. Only possible from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            again = state.draining
+            state.draining = True
+            if not callable(previous):
+                raise SystemExit(128 + signum)
+            if again or delay <= 0:
+                previous(signum, frame)
+            else:
+                logger.info("draining: /readyz answers 503; stopping in %.1fs", delay)
+                timer = threading.Timer(delay, previous, args=(signum, frame))
+                timer.daemon = True
+                timer.start()
+
+        signal.signal(sig, handler)
+
+
 async def run_startup() -> None:
+    from django.conf import settings
+
     for hook in _startup:
         await hook()
+    _drain_on_signals(settings.SHUTDOWN_DELAY_SECONDS)
     state.started = True
+    state.draining = False
 
 
 async def run_shutdown() -> None:

@@ -24,12 +24,12 @@ from django.conf import settings
 
 from app.accounts.models import Role, User
 from app.core.errors import Forbidden, NotFound
-from app.core.lifecycle import on_shutdown, on_startup
+from app.core.lifecycle import on_shutdown, on_startup, state
 from app.core.storage import get_storage
 from app.monitoring import metrics
 from app.registry import services as registry_services
 from inference.batcher import BatchConfig
-from inference.errors import ModelNotFound
+from inference.errors import ModelNotFound, ShuttingDown
 from inference.pool import LoadedModel, ModelPool
 from inference.signature import Signature
 
@@ -151,6 +151,8 @@ async def _swap(name: str, version: int) -> None:
 
 async def resolve(user: User, name: str, version: int | None) -> Target:
     """Access check and version choice for an inference call. Viewers read but do not call models."""
+    if state.draining:
+        raise ShuttingDown("the server is shutting down; retry on another instance")
     info = await catalog.model_for(user, name)
     if not user.has_role(Role.MEMBER):
         raise Forbidden("calling a model needs the member role or higher")
