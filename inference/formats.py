@@ -118,13 +118,14 @@ def _sniff_zip(path: str | os.PathLike[str]) -> str:
             root = prefixes.pop()
             entries = {n.split("/", 1)[1] for n in names if "/" in n}
             if "archive_format" in entries and any(e.startswith("models/") for e in entries):
-                if archive.read(f"{root}/archive_format").strip() == b"pt2":
-                    return "torch_export"
+                with archive.open(f"{root}/archive_format") as marker:  # bounded: entries can be zip bombs
+                    if marker.read(16).strip() == b"pt2":
+                        return "torch_export"
             if "data.pkl" in entries:
                 is_script = "constants.pkl" in entries and any(e.startswith("code/") for e in entries)
                 return "torchscript" if is_script else "torch_save"
-    except (zipfile.BadZipFile, OSError, KeyError):
-        pass
+    except Exception:  # a zip we cannot read (corrupt, encrypted, odd compression) is no known format
+        return "zip"
     return "zip"
 
 

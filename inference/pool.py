@@ -5,6 +5,8 @@ Public API::
     pool = ModelPool(load, memory_budget_mb=4096, torch_threads=1, max_elements=1_000_000,
                      observer_factory=None, drain_seconds=30.0)
     outputs = await pool.infer("iris", "production", {"input": rows}, deadline=None)
+    async with pool.hold("iris", "production") as served:   # ServedModel, held while in the block
+        outputs = await served.infer({"input": rows}); served.version
     await pool.alias("iris", "7")            # hot swap: load + warm 7, move "production", retire the old one
     served = await pool.get("iris", "7")     # ServedModel: runner, batcher, signature ...
     await pool.unload("iris", "6"); await pool.shutdown(drain_seconds=30)
@@ -24,11 +26,12 @@ All methods must be called from the one event loop that serves requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +75,7 @@ class ServedModel:
     spec: LoadedModel
     runner: Runner
     batcher: Batcher
+    max_elements: int
     last_used: float = field(default_factory=time.monotonic)
     in_use: int = 0  # requests holding this version: it is not evicted or retired under them
     unused: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,6 +87,12 @@ class ServedModel:
     @property
     def memory_bytes(self) -> int:
         return self.runner.memory_bytes
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Validate `inputs` against the signature and run them through the batcher. Call it while
+        holding this version (`ModelPool.hold`), or it may be retired under the request."""
+        valid = validate_inputs(self.signature, inputs, self.max_elements)
+        return await self.batcher.submit(valid, deadline)
 
 
 class ModelPool:
@@ -136,10 +146,21 @@ class ModelPool:
         queueing and compute, not a first load. Raises `InputError`, `ModelNotFound`,
         `ModelLoadError` and whatever `Batcher.submit` raises.
         """
+        async with self.hold(model, version) as served:
+            return await served.infer(inputs, deadline=deadline)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, model: str, version: str) -> AsyncIterator[ServedModel]:
+        """The served version (`version` may be an alias), kept from eviction and retirement while
+        the block runs. For callers that need more than `infer` gives, e.g. the concrete version::
+
+            async with pool.hold("iris", "production") as served:
+                outputs = await served.infer(inputs)
+                respond(served.version, outputs)
+        """
         served = await self._acquire(model, version)
         try:
-            valid = validate_inputs(served.signature, inputs, self._max_elements)
-            return await served.batcher.submit(valid, deadline)
+            yield served
         finally:
             self._release(served)
 
@@ -266,7 +287,7 @@ class ModelPool:
         observer = self._observer_factory(model, version) if self._observer_factory else None
         batcher = Batcher(runner, spec.batch, observer)
         await batcher.start()
-        served = ServedModel(model, version, spec, runner, batcher)
+        served = ServedModel(model, version, spec, runner, batcher, self._max_elements)
         served.unused.set()
         if self._closing:
             await batcher.drain(0)

@@ -232,3 +232,29 @@ async def test_shutdown_during_a_load_refuses_its_waiters(store: Store) -> None:
     await pool.shutdown(1.0)
     with pytest.raises(ShuttingDown):
         await waiter
+
+
+async def test_a_v2_request_end_to_end_through_an_alias(store: Store) -> None:
+    from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput, InferResult
+
+    from inference import v2
+
+    pool = ModelPool(store.load)
+    await pool.alias("m", "2")
+    item = InferInput("input", list(X.shape), "FP32")
+    item.set_data_from_numpy(X, binary_data=True)
+    body, header_length = InferenceServerClient.generate_request_body(
+        [item], outputs=[InferRequestedOutput("output", binary_data=True)], request_id="r1", timeout=2_000_000
+    )
+    request = v2.decode_infer_request(body, header_length)
+    deadline = time.monotonic() + request.timeout_seconds  # type: ignore[operator]
+    async with pool.hold("m", "production") as served:
+        names, binary = request.output_selection(served.signature.output_names)
+        outputs = await served.infer(request.inputs, deadline=deadline)
+    response, response_header_length = v2.encode_infer_response(
+        "m", served.version, request.id, {n: outputs[n] for n in names}, binary
+    )
+    result = InferResult.from_response_body(response, header_length=response_header_length)
+    assert result.get_response()["model_version"] == "2" and result.get_response()["id"] == "r1"
+    np.testing.assert_allclose(result.as_numpy("output"), store.expected("2", X), rtol=1e-6)
+    await pool.shutdown(1.0)
