@@ -18,8 +18,9 @@ from inference.formats import sha256_file
 from inference.pool import LoadedModel, ModelPool
 
 CONFIG = {"in_features": 4, "hidden": [8], "out_features": 3}
-SIGNATURE = architectures.default_signature("mlp", CONFIG)
-assert SIGNATURE is not None
+_signature = architectures.default_signature("mlp", CONFIG)
+assert _signature is not None
+SIGNATURE = _signature
 MODEL_BYTES = (4 * 8 + 8 + 8 * 3 + 3) * 4
 
 
