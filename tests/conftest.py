@@ -108,4 +108,4 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-pytest_plugins = ["tests.s3"]
+pytest_plugins = ["tests.s3", "tests.models"]

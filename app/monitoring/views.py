@@ -37,4 +37,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
             return error_response(401, exc.message)
         if not principal.user.has_role(Role.ADMIN):
             return error_response(403, "metrics need the admin role")
+    from app.serving.runtime import loaded_gauges
+
+    loaded_gauges()
     return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)

@@ -1,3 +1,5 @@
+"""Pytest plugin: publish a model through the API (used by serving, monitoring and job tests)."""
+
 from __future__ import annotations
 
 import json
