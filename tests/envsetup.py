@@ -115,6 +115,8 @@ def _configure() -> None:
 
     os.environ.update(
         {
+            # Here rather than in the ini file, so `-p no:django` runs of tests/inference stay warning-free.
+            "DJANGO_SETTINGS_MODULE": "app.settings",
             "DJANGO_ENV": "test",
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_url,

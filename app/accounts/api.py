@@ -2,7 +2,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from ninja_extra import api_controller, route, status
 
-from app.api.auth import bearer_auth, principal_of
+from app.api.auth import Controller, bearer_auth, principal_of
 from app.core.errors import Unauthorized
 
 from . import selectors, services
@@ -26,10 +26,10 @@ def _client_ip(request: object) -> str:
 
 
 @api_controller("/auth", tags=["auth"], auth=None)
-class AuthController:
+class AuthController(Controller):
     @route.post("/token", response=TokenPairOut, summary="Obtain an access/refresh token pair")
     async def token_obtain(self, payload: TokenObtainIn) -> services.TokenPair:
-        request = self.context.request  # type: ignore[attr-defined]
+        request = self.http_request
         ip = _client_ip(request)
         await login_attempt_check(client_ip=ip, username=payload.username)
         try:
@@ -49,10 +49,10 @@ class AuthController:
 
 
 @api_controller("/auth/api-keys", tags=["auth"], auth=bearer_auth)
-class ApiKeyController:
+class ApiKeyController(Controller):
     @route.post("", response={201: ApiKeyCreatedOut}, summary="Create an API key (shown once)")
     async def create(self, payload: ApiKeyCreateIn) -> tuple[int, dict[str, object]]:
-        user = self.context.request.auth  # type: ignore[attr-defined]
+        user = self.caller
         key, raw = await sync_to_async(services.api_key_create)(user=user, name=payload.name)
         return status.HTTP_201_CREATED, {
             "prefix": key.prefix,
@@ -64,30 +64,30 @@ class ApiKeyController:
 
     @route.get("", response=list[ApiKeyOut], summary="The caller's active API keys")
     async def list(self) -> list[object]:
-        user = self.context.request.auth  # type: ignore[attr-defined]
+        user = self.caller
         return [key async for key in selectors.api_key_list(user=user)]
 
     @route.delete("/{prefix}", response={204: None}, summary="Revoke an API key")
     async def revoke(self, prefix: str) -> tuple[int, None]:
-        user = self.context.request.auth  # type: ignore[attr-defined]
+        user = self.caller
         await sync_to_async(services.api_key_revoke)(user=user, prefix=prefix)
         return 204, None
 
 
 @api_controller("", tags=["accounts"], auth=bearer_auth)
-class MeController:
+class MeController(Controller):
     @route.get("/me", response=MeOut, summary="Who the caller is")
     async def me(self) -> dict[str, object]:
-        user: User = self.context.request.auth  # type: ignore[attr-defined]
+        user: User = self.caller
         prefixes = [key.prefix async for key in selectors.api_key_list(user=user)]
         role = "admin" if user.is_superuser else user.role
         return {"username": user.username, "email": user.email, "role": role, "api_keys": prefixes}
 
 
 @api_controller("/realtime", tags=["realtime"], auth=bearer_auth)
-class RealtimeTicketController:
+class RealtimeTicketController(Controller):
     @route.post("/tickets", response={201: dict}, summary="A single-use websocket ticket, valid 30 seconds")
     async def ticket(self) -> tuple[int, dict[str, object]]:
-        principal = principal_of(self.context.request)  # type: ignore[attr-defined]
+        principal = principal_of(self.http_request)
         ticket = await ticket_issue(principal=principal)
         return 201, {"ticket": ticket, "expires_in": settings.REALTIME_TICKET_SECONDS}

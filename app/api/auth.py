@@ -6,6 +6,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
+from ninja_extra import ControllerBase
 from ninja_extra.security import AsyncHttpBearer
 
 from app.accounts.models import Role, User
@@ -35,3 +36,18 @@ def require_role(user: Any, role: Role) -> None:
     """Raises 403 unless ``user`` has at least ``role``."""
     if not isinstance(user, User) or not user.has_role(role):
         raise Forbidden(f"this action needs the {role.value} role or higher")
+
+
+class Controller(ControllerBase):
+    """Base of the API controllers: typed access to the request and the authenticated caller."""
+
+    @property
+    def http_request(self) -> HttpRequest:
+        assert self.context is not None and self.context.request is not None
+        return self.context.request
+
+    @property
+    def caller(self) -> User:
+        user = getattr(self.http_request, "auth", None)
+        assert isinstance(user, User), "caller is only available on authenticated routes"
+        return user

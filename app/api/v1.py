@@ -16,8 +16,8 @@ from app.accounts.api import ApiKeyController, AuthController, MeController, Rea
 from app.core.errors import ApiError, error_response
 from app.registry.api import ArchitectureController, ModelController
 from app.serving.api import PredictController
-from inference.errors import InferenceError, QueueFull
 from app.system.api import SystemController
+from inference.errors import InferenceError, QueueFull
 
 logger = logging.getLogger("app.api")
 

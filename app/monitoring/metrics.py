@@ -27,7 +27,9 @@ QUEUE_WAIT = Histogram(
 COMPUTE_TIME = Histogram(
     "torchwire_batch_compute_seconds", "Forward-pass time per batch", ["model", "version"], buckets=LATENCY_BUCKETS
 )
-BATCH_SIZE = Histogram("torchwire_batch_size_rows", "Rows per forward pass", ["model", "version"], buckets=BATCH_BUCKETS)
+BATCH_SIZE = Histogram(
+    "torchwire_batch_size_rows", "Rows per forward pass", ["model", "version"], buckets=BATCH_BUCKETS
+)
 QUEUE_DEPTH = Gauge(
     "torchwire_batch_queue_rows", "Rows waiting for a batch", ["model", "version"], multiprocess_mode="livesum"
 )
@@ -67,6 +69,6 @@ class PrometheusBatchObserver(BatchObserver):
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()

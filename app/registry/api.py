@@ -9,7 +9,7 @@ from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
 from app.accounts.models import User
-from app.api.auth import bearer_auth
+from app.api.auth import Controller, bearer_auth
 from app.core.errors import PayloadTooLarge
 
 from . import selectors, services
@@ -96,42 +96,42 @@ def _promote_out(user: User, name: str, number: int, stage: str) -> dict[str, An
 
 
 @api_controller("/models", tags=["models"], auth=bearer_auth)
-class ModelController:
+class ModelController(Controller):
     @route.get("", response=list[ModelOut], summary="Models the caller can see")
     async def list_models(self) -> list[dict[str, Any]]:
-        return await sync_to_async(_model_list_out)(self.context.request.auth)  # type: ignore[union-attr]
+        return await sync_to_async(_model_list_out)(self.caller)
 
     @route.post("", response={201: ModelOut}, summary="Create a model (maintainer+)")
     async def create_model(self, payload: ModelCreateIn) -> tuple[int, dict[str, Any]]:
-        return 201, await sync_to_async(_model_create_out)(self.context.request.auth, payload)  # type: ignore[union-attr]
+        return 201, await sync_to_async(_model_create_out)(self.caller, payload)
 
     @route.get("/{name}", response=ModelOut, summary="One model")
     async def get_model(self, name: str) -> dict[str, Any]:
-        return await sync_to_async(_model_get_out)(self.context.request.auth, name)  # type: ignore[union-attr]
+        return await sync_to_async(_model_get_out)(self.caller, name)
 
     @route.patch("/{name}", response=ModelOut, summary="Serving config, description, visibility, sharing")
     async def patch_model(self, name: str, payload: ModelPatchIn) -> dict[str, Any]:
         changes = payload.model_dump(exclude_unset=True)
-        return await sync_to_async(_model_patch_out)(self.context.request.auth, name, changes)  # type: ignore[union-attr]
+        return await sync_to_async(_model_patch_out)(self.caller, name, changes)
 
     @route.get("/{name}/versions", response=list[VersionOut], summary="Versions of a model")
     async def list_versions(self, name: str) -> list[dict[str, Any]]:
-        return await sync_to_async(_versions_out)(self.context.request.auth, name)  # type: ignore[union-attr]
+        return await sync_to_async(_versions_out)(self.caller, name)
 
     @route.get("/{name}/versions/{version}", response=VersionOut, summary="One version")
     async def get_version(self, name: str, version: int) -> dict[str, Any]:
-        return await sync_to_async(_version_out)(self.context.request.auth, name, version)  # type: ignore[union-attr]
+        return await sync_to_async(_version_out)(self.caller, name, version)
 
     @route.post("/{name}/versions/{version}/promote", response=VersionOut, summary="Move a version to a stage")
     async def promote(self, name: str, version: int, payload: PromoteIn) -> dict[str, Any]:
-        user = self.context.request.auth  # type: ignore[union-attr]
+        user = self.caller
         return await sync_to_async(_promote_out)(user, name, version, payload.stage)
 
     @route.post("/{name}/versions", response={201: VersionOut}, summary="Publish version N+1 (multipart)")
     async def publish(
         self, name: str, artifact: File[UploadedFile], manifest: Form[str]
     ) -> tuple[int, dict[str, Any]]:
-        user = self.context.request.auth  # type: ignore[union-attr]
+        user = self.caller
         if artifact.size is not None and artifact.size > settings.MAX_ARTIFACT_BYTES:
             raise PayloadTooLarge(f"artifact exceeds the limit of {settings.MAX_ARTIFACT_BYTES} bytes")
         model = await sync_to_async(selectors.model_get)(user=user, name=name)
@@ -159,10 +159,11 @@ def _local_path(upload: UploadedFile) -> tuple[str, Any]:
 
 
 @api_controller("/architectures", tags=["models"], auth=bearer_auth)
-class ArchitectureController:
+class ArchitectureController(Controller):
     @route.get("", summary="Registered architectures and their config schema")
     async def list_architectures(self) -> dict[str, Any]:
         from inference import architectures
 
-        return {"architectures": [{"name": n, "config_schema": s} for n, s in sorted(architectures.available().items())]}
+        listed = sorted(architectures.available().items())
+        return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
 

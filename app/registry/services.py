@@ -173,7 +173,8 @@ def _notify(name: str, number: int | None) -> None:
 
 
 def _manifest_error(message: str, field: str) -> Invalid:
-    return Invalid(f"invalid manifest: {message}", details=[{"loc": ["manifest", field], "field": field, "msg": message}])
+    details = [{"loc": ["manifest", field], "field": field, "msg": message}]
+    return Invalid(f"invalid manifest: {message}", details=details)
 
 
 def manifest_parse(raw: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from ninja import Schema
 from ninja_extra import api_controller, route
 from pydantic import Field
 
-from app.api.auth import bearer_auth
+from app.api.auth import Controller, bearer_auth
 from app.core.errors import Invalid
 
 from . import runtime
@@ -38,12 +38,12 @@ def timeout_header(request: HttpRequest) -> float | None:
 
 
 @api_controller("/models", tags=["inference"], auth=bearer_auth)
-class PredictController:
+class PredictController(Controller):
     @route.post("/{name}/predict", response=PredictOut, summary="Run a model on JSON inputs (batched)")
     async def predict(self, name: str, payload: PredictIn, version: int | None = None) -> dict[str, Any]:
-        request = self.context.request  # type: ignore[union-attr]
+        request = self.http_request
         started = time.perf_counter()
-        target = await runtime.resolve(request.auth, name, version)
+        target = await runtime.resolve(self.caller, name, version)
         inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
         deadline = runtime.deadline_for(target, timeout_header(request))
         served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")

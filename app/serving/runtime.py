@@ -191,12 +191,11 @@ async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: floa
     """
     started = time.perf_counter()
     status = "ok"
-    pool = get_pool()
     version = target.version
     try:
-        if target.label == PRODUCTION:
-            version = int(pool.resolve(target.model.name, PRODUCTION))
-        outputs = await pool.infer(target.model.name, target.label, inputs, deadline=deadline)
+        async with get_pool().hold(target.model.name, target.label) as served:
+            version = int(served.version)
+            outputs = await served.infer(inputs, deadline=deadline)
         return version, outputs
     except asyncio.CancelledError:
         status = "cancelled"

@@ -7,7 +7,7 @@ envelope). Health endpoints are open; everything else takes the same bearer cred
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
@@ -30,7 +30,7 @@ SERVER_NAME = "torchwire"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
 
-View = Callable[..., Awaitable[HttpResponse]]
+View = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:

@@ -2,15 +2,15 @@ from asgiref.sync import sync_to_async
 from ninja_extra import api_controller, route
 
 from app.accounts.models import Role
-from app.api.auth import bearer_auth, require_role
+from app.api.auth import Controller, bearer_auth, require_role
 
 from .selectors import worker_list
 
 
 @api_controller("/system", tags=["system"], auth=bearer_auth)
-class SystemController:
+class SystemController(Controller):
     @route.get("/workers", summary="Live Celery workers (admin)")
     async def workers(self) -> dict[str, object]:
-        require_role(self.context.request.auth, Role.ADMIN)  # type: ignore[attr-defined]
+        require_role(self.caller, Role.ADMIN)
         workers = await sync_to_async(worker_list, thread_sensitive=False)(timeout=1.5)
         return {"workers": workers, "count": len(workers)}
