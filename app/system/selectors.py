@@ -5,8 +5,9 @@ from typing import Any
 
 def worker_list(*, timeout: float) -> list[dict[str, Any]]:
     """Workers that answer a broadcast ping within ``timeout`` seconds. Blocking: run it off the loop."""
-    from workers.celery import app as celery_app
+    from app.core.tasks import celery_client
 
+    celery_app = celery_client()
     replies = celery_app.control.inspect(timeout=timeout).ping() or {}
     active = celery_app.control.inspect(timeout=timeout).active_queues() or {}
     return [
