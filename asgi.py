@@ -13,7 +13,7 @@ django_http = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-import app.serving.runtime  # noqa: F401  (registers the serving pool's lifespan hooks)
+import app.serving.runtime  # noqa: F401, E402  (registers the serving pool's lifespan hooks)
 from app.core.lifecycle import LifespanApp  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 

@@ -67,7 +67,7 @@ def test_create_needs_maintainer(client, make_user, maintainer):
 
 
 def test_visibility_and_sharing(client, make_user, maintainer):
-    owner, token = maintainer
+    _, token = maintainer
     reader_account = make_user("member")
     reader = login(client, reader_account)["access"]
     create_model(client, token, "secret")
@@ -203,7 +203,8 @@ def test_promotion_keeps_exactly_one_production(client, maintainer):
         assert publish(client, token, "m7", mlp_bytes(seed=seed), manifest()).status_code == 201
 
     def stages() -> dict[int, str]:
-        return {v["version"]: v["stage"] for v in client.get("/api/v1/models/m7/versions", headers=bearer(token)).json()}
+        listed = client.get("/api/v1/models/m7/versions", headers=bearer(token)).json()
+        return {v["version"]: v["stage"] for v in listed}
 
     promote = "/api/v1/models/m7/versions/{}/promote"
     assert client.post(promote.format(1), json={"stage": "production"}, headers=bearer(token)).status_code == 200
