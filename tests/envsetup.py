@@ -25,7 +25,10 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(tempfile.mkdtemp(prefix="torchwire-tests-"))
-atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
+if os.environ.get("TORCHWIRE_KEEP_TEST_DIR"):  # keep server and worker logs for debugging
+    sys.stderr.write(f"test run directory (kept): {RUN_DIR}\n")
+else:
+    atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -96,6 +99,9 @@ def _configure() -> None:
     redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
 
     db_error = _postgres_ok(db_url) if db_url.startswith(("postgres://", "postgresql://")) else None
+    if not db_error and "TEST_DATABASE_NAME" not in os.environ:
+        # One test database per run, so two runs on one machine (a developer's and CI's) never collide.
+        os.environ["TEST_DATABASE_NAME"] = f"test_torchwire_{os.getpid()}"
     if db_error:
         if ci:
             raise pytest.UsageError(f"CI=true and PostgreSQL at {db_url} is unreachable: {db_error}")
@@ -124,6 +130,9 @@ def _configure() -> None:
             "TORCHWIRE_VAR_DIR": str(RUN_DIR / "var"),
             "SECRET_KEY": os.environ.get("TEST_SECRET_KEY") or secrets.token_urlsafe(48),
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            # Short job leases, so a test that kills a worker sees the job picked up again in seconds.
+            "TORCHWIRE_JOB_LEASE_SECONDS": "3",
+            "TORCHWIRE_JOB_REAP_SECONDS": "2",
         }
     )
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "AWS_ENDPOINT_URL"):

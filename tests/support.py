@@ -92,7 +92,7 @@ def start_celery_worker(env: Mapping[str, str | None] | None = None, *, hostname
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-l", "INFO", "-c", "1",
-             "--pool", "solo", f"--hostname={hostname}", "-Q", "default", "--without-gossip", "--without-mingle"],
+             "--pool", "prefork", f"--hostname={hostname}", "-Q", "default", "--without-gossip", "--without-mingle"],
             cwd=ROOT,
             env=full_env,
             stdout=fh,
@@ -139,3 +139,21 @@ def make_jwt(user_id: int, *, token_type: str = "access", lifetime: float = 300,
     payload: dict[str, object] = {"token_type": token_type, "exp": now + int(lifetime), "iat": now,
                                   "jti": uuid.uuid4().hex, "user_id": user_id, "aud": aud, "iss": iss, **extra}
     return jwt.encode(payload, key if key is not None else os.environ["SECRET_KEY"], algorithm=alg)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid``, from /proc."""
+    import os
+
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry))
+    return children

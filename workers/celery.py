@@ -6,16 +6,43 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
 
 app = Celery("torchwire")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.imports = ("workers.tasks",)
-app.conf.beat_schedule = {
-    "health-ping": {"task": "workers.tasks.health_ping_task", "schedule": 300.0},
-}
+
+
+def _schedule() -> dict[str, dict[str, Any]]:
+    from django.conf import settings
+
+    return {
+        "health-ping": {"task": "workers.tasks.health_ping_task", "schedule": 300.0},
+        "jobs-reap": {"task": "workers.tasks.jobs_reap_task", "schedule": float(settings.JOB_REAP_SECONDS)},
+        "events-trim": {"task": "workers.tasks.events_trim_task", "schedule": float(settings.EVENT_TRIM_SECONDS)},
+        "storage-orphans": {"task": "workers.tasks.storage_orphans_sweep_task",
+                            "schedule": float(settings.ORPHAN_SWEEP_SECONDS)},
+    }
+
+
+@app.on_after_configure.connect
+def _beat_schedule(sender: Celery, **_: Any) -> None:
+    sender.conf.beat_schedule = _schedule()
+
+
+@worker_ready.connect
+def _reap_on_start(sender: Any = None, **_: Any) -> None:
+    """A worker that starts after a crash picks up jobs whose lease ran out without waiting for beat."""
+    try:
+        from app.jobs.services import job_reap_expired
+
+        job_reap_expired()
+    except Exception:  # the database may still be migrating; beat will do it
+        import logging
+
+        logging.getLogger(__name__).exception("reaping expired job leases at start-up failed")
 
 
 @before_task_publish.connect

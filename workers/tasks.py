@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from typing import Any
 
 from workers.celery import app
 
@@ -20,3 +21,45 @@ def health_ping_task() -> dict[str, object]:
     logger.info("health ping")
     return {"ok": True, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
             "request_id": request_id_var.get()}
+
+
+@app.task(name="workers.tasks.train_job_task", bind=True, acks_late=True, max_retries=None)
+def train_job_task(self: Any, job_id: int) -> str:
+    """Idempotent: the job row's lease decides whether this delivery runs it (see app/jobs/runner.py)."""
+    return _run_job(self, job_id)
+
+
+@app.task(name="workers.tasks.batch_predict_job_task", bind=True, acks_late=True, max_retries=None)
+def batch_predict_job_task(self: Any, job_id: int) -> str:
+    return _run_job(self, job_id)
+
+
+def _run_job(task: Any, job_id: int) -> str:
+    from app.jobs.runner import Retry, job_run
+
+    try:
+        return job_run(job_id=job_id)
+    except Retry as exc:
+        raise task.retry(countdown=exc.countdown) from exc
+
+
+@app.task(name="workers.tasks.jobs_reap_task")
+def jobs_reap_task() -> list[int]:
+    """Re-dispatches jobs whose worker vanished (lease expired)."""
+    from app.jobs.services import job_reap_expired
+
+    return job_reap_expired()
+
+
+@app.task(name="workers.tasks.events_trim_task")
+def events_trim_task() -> int:
+    from realtime.maintenance import events_trim
+
+    return events_trim()
+
+
+@app.task(name="workers.tasks.storage_orphans_sweep_task")
+def storage_orphans_sweep_task() -> int:
+    from app.system.services import storage_orphans_sweep
+
+    return len(storage_orphans_sweep())

@@ -14,6 +14,8 @@ from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
 from app.core.errors import ApiError, error_response
+from app.datasets.api import DatasetController
+from app.jobs.api import JobController
 from app.registry.api import ArchitectureController, ModelController
 from app.serving.api import PredictController
 from app.system.api import SystemController
@@ -38,6 +40,8 @@ api.register_controllers(
     ModelController,
     ArchitectureController,
     PredictController,
+    DatasetController,
+    JobController,
 )
 
 # Inference errors a caller caused are 422 here (the V2 endpoints answer 400, as that protocol says).

@@ -73,6 +73,10 @@ class Storage(Protocol):
         """Raises when the storage cannot be written (readiness)."""
         ...
 
+    def listing(self, prefix: str) -> AsyncIterator[tuple[str, float]]:
+        """(key, last-modified epoch seconds) of every object under ``prefix`` (for the orphan sweep)."""
+        ...
+
 
 async def _spool(chunks: AsyncIterable[bytes], max_bytes: int | None, directory: Path | None) -> tuple[Path, int, str]:
     """Writes chunks to a temporary file, hashing as it goes; removes the file on any failure."""
@@ -178,6 +182,18 @@ class LocalStorage:
 
         await asyncio.to_thread(probe)
 
+    async def listing(self, prefix: str) -> AsyncIterator[tuple[str, float]]:
+        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
+
+        def walk() -> list[tuple[str, float]]:
+            if not base.exists():
+                return []
+            return [(p.relative_to(self.root).as_posix(), p.stat().st_mtime)
+                    for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+        for item in await asyncio.to_thread(walk):
+            yield item
+
 
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None, region: str) -> None:
@@ -271,6 +287,15 @@ class S3Storage:
     async def check(self) -> None:
         async with self._client() as s3:
             await s3.head_bucket(Bucket=self.bucket)
+
+    async def listing(self, prefix: str) -> AsyncIterator[tuple[str, float]]:
+        full = self._key(prefix.strip("/")) if prefix.strip("/") else self.prefix
+        strip = f"{self.prefix}/" if self.prefix else ""
+        async with self._client() as s3:
+            paginator = s3.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(strip):], obj["LastModified"].timestamp()
 
 
 def storage_from_url(url: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Storage:

@@ -117,8 +117,15 @@ def model_version_create(
     source_job_id: int | None = None,
 ) -> ModelVersion:
     """Registers version N+1 for an artifact already validated and stored. The model row is locked so
-    concurrent uploads get consecutive numbers; a ``source_job_id`` makes the call idempotent per job."""
-    _check_manage(actor, model)
+    concurrent uploads get consecutive numbers; a ``source_job_id`` makes the call idempotent per job.
+
+    A version trained by one of our jobs (``source_job_id``) may go to a model its owner owns whatever
+    their role: the artifact comes from our own trainer, not an upload, so members can train models.
+    """
+    if source_job_id is None:
+        _check_manage(actor, model)
+    elif not (actor.has_role(Role.ADMIN) or model.owner_id == actor.pk):
+        raise Forbidden("a training job can only register versions on its owner's models")
     with transaction.atomic():
         locked = MlModel.objects.select_for_update().get(pk=model.pk)
         if source_job_id is not None:
@@ -141,15 +148,18 @@ def model_version_create(
             created_by=actor,
             source_job_id=source_job_id,
         )
+        _model_event_on_commit(locked.name, "version_created", {"version": version.number, "format": fmt})
     if stage != Stage.NONE:
-        version = model_version_promote(version=version, stage=stage, actor=actor)
+        version = model_version_promote(version=version, stage=stage, actor=actor, by_job=source_job_id is not None)
     return version
 
 
-def model_version_promote(*, version: ModelVersion, stage: str, actor: User) -> ModelVersion:
+def model_version_promote(*, version: ModelVersion, stage: str, actor: User, by_job: bool = False) -> ModelVersion:
     """Moves ``version`` to ``stage``. Promotion to production archives the previous production version
-    in the same transaction, so exactly one is in production at any instant."""
-    _check_manage(actor, version.model)
+    in the same transaction, so exactly one is in production at any instant. ``by_job``: the promotion a
+    training job asked for (``promote: true``), allowed to the model's owner whatever their role."""
+    if not by_job:
+        _check_manage(actor, version.model)
     if stage not in (Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED):
         raise Invalid("stage must be one of staging, production, archived")
     with transaction.atomic():
@@ -164,12 +174,29 @@ def model_version_promote(*, version: ModelVersion, stage: str, actor: User) -> 
         locked.save(update_fields=["stage", "promoted_at"])
         name, number = model.name, locked.number
         transaction.on_commit(lambda: _notify(name, number))
+        _model_event_on_commit(name, "promoted", {"version": number, "stage": stage})
     return locked
 
 
 def _notify(name: str, number: int | None) -> None:
     for listener in promotion_listeners:
         listener(name, number)
+
+
+def _model_event_on_commit(name: str, type: str, data: dict[str, Any]) -> None:
+    """Publishes on ``model:<name>`` once the surrounding transaction commits."""
+
+    def publish() -> None:
+        import logging
+
+        from realtime.bus import publish_sync
+
+        try:
+            publish_sync(f"model:{name}", type, {"model": name, **data})
+        except Exception:
+            logging.getLogger(__name__).exception("could not publish %s for model %s", type, name)
+
+    transaction.on_commit(publish)
 
 
 def _manifest_error(message: str, field: str) -> Invalid:

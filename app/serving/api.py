@@ -9,7 +9,7 @@ from pydantic import Field
 from app.api.auth import Controller, bearer_auth
 from app.core.errors import Invalid
 
-from . import runtime
+from . import records, runtime
 from .arrays import inputs_from_json, outputs_to_json
 
 
@@ -44,12 +44,18 @@ class PredictController(Controller):
         request = self.http_request
         started = time.perf_counter()
         target = await runtime.resolve(self.caller, name, version)
-        inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
         deadline = runtime.deadline_for(target, timeout_header(request))
-        served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+        if records.is_records(payload.inputs):
+            inputs = records.records_to_inputs(target, payload.inputs)
+            served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+            answer: Any = records.outputs_to_records(target, outputs)
+        else:
+            inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
+            served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+            answer = outputs_to_json(outputs, shorthand)
         return {
             "model": name,
             "version": served_version,
-            "outputs": outputs_to_json(outputs, shorthand),
+            "outputs": answer,
             "timing": {"total_ms": round((time.perf_counter() - started) * 1000, 3)},
         }

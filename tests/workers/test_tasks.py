@@ -21,7 +21,9 @@ def test_health_ping_carries_request_id(celery_worker_proc):
     payload = result.get(timeout=30)
     assert payload["ok"] is True
     assert payload["request_id"] == "req-from-api-42"
-    assert payload["pid"] == celery_worker_proc.pid
+    # Prefork: the task ran in a pool process of that worker.
+    stat = open(f"/proc/{payload['pid']}/stat").read()
+    assert int(stat.rsplit(")", 1)[1].split()[1]) == celery_worker_proc.pid
 
 
 def test_system_workers_lists_live_worker(celery_worker_proc, client, make_user):

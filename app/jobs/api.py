@@ -1,0 +1,121 @@
+from typing import Any, Literal
+
+from asgiref.sync import sync_to_async
+from django.http import StreamingHttpResponse
+from ninja import Schema
+from pydantic import ConfigDict, Field
+from ninja_extra import api_controller, route
+
+from app.api.auth import Controller, bearer_auth
+from app.core.errors import NotFound
+from app.core.storage import get_storage
+
+from . import selectors, services
+from .models import Job, JobKind, JobState
+
+
+class Hyperparameters(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[int] | None = Field(default=None, max_length=16)
+    epochs: int | None = Field(default=None, ge=1, le=100_000)
+    batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    lr: float | None = Field(default=None, gt=0, le=10)
+    weight_decay: float | None = Field(default=None, ge=0, le=10)
+    patience: int | None = Field(default=None, ge=1, le=100_000)
+    val_fraction: float | None = Field(default=None, gt=0, lt=1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+
+
+class TrainIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: int
+    target: str = Field(min_length=1, max_length=255)
+    task: Literal["classification", "regression"]
+    model_name: str = Field(min_length=1, max_length=64)
+    features: list[str] | None = Field(default=None, max_length=10_000)
+    hyperparameters: Hyperparameters | None = None
+    promote: bool = False
+
+
+class BatchPredictIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(default=None, ge=1)
+    dataset_id: int
+
+
+def _out(job: Job) -> dict[str, Any]:
+    return selectors.job_snapshot(job=job)
+
+
+def _reload(job: Job) -> dict[str, Any]:
+    return _out(Job.objects.select_related("owner", "model", "dataset").get(pk=job.pk))
+
+
+@api_controller("/jobs", tags=["jobs"], auth=bearer_auth)
+class JobController(Controller):
+    @route.post("/train", response={201: dict}, summary="Train a tabular model on a dataset")
+    async def train(self, payload: TrainIn) -> tuple[int, dict[str, Any]]:
+        hyper = payload.hyperparameters.model_dump(exclude_none=True) if payload.hyperparameters else {}
+
+        def run() -> dict[str, Any]:
+            job = services.job_train_create(
+                owner=self.caller, dataset_id=payload.dataset_id, target=payload.target, task=payload.task,
+                model_name=payload.model_name, features=payload.features, hyperparameters=hyper,
+                promote=payload.promote,
+            )
+            return _reload(job)
+
+        return 201, await sync_to_async(run)()
+
+    @route.post("/batch-predict", response={201: dict}, summary="Predict every row of a dataset into a CSV")
+    async def batch_predict(self, payload: BatchPredictIn) -> tuple[int, dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            job = services.job_batch_predict_create(owner=self.caller, model_name=payload.model,
+                                                    version=payload.version, dataset_id=payload.dataset_id)
+            return _reload(job)
+
+        return 201, await sync_to_async(run)()
+
+    @route.get("", summary="The caller's jobs, newest first")
+    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            jobs = selectors.job_list(user=self.caller, state=state)[: max(1, min(limit, 1000))]
+            return [_out(j) for j in jobs]
+
+        return await sync_to_async(run)()
+
+    @route.get("/{job_id}", summary="A job: state, progress, result, error")
+    async def get_job(self, job_id: int) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            return _out(selectors.job_get(user=self.caller, job_id=job_id))
+
+        return await sync_to_async(run)()
+
+    @route.post("/{job_id}/cancel", summary="Cancel a queued or running job")
+    async def cancel(self, job_id: int) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            job = selectors.job_get(user=self.caller, job_id=job_id)
+            return _reload(services.job_cancel(job=job, actor=self.caller))
+
+        return await sync_to_async(run)()
+
+    @route.get("/{job_id}/output", summary="Download a batch prediction's CSV")
+    async def output(self, job_id: int):  # type: ignore[no-untyped-def]  # a return annotation would become the schema
+        job = await sync_to_async(selectors.job_get)(user=self.caller, job_id=job_id)
+        if job.kind != JobKind.BATCH_PREDICT or job.state != JobState.SUCCEEDED or not job.output_key:
+            raise NotFound(f"job {job_id} has no output (yet)")
+        response = StreamingHttpResponse(get_storage().stream(job.output_key), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="job-{job_id}-predictions.csv"'
+        return response
+
+    @route.get("/{job_id}/events", summary="The job's events as Server-Sent Events (Last-Event-ID honoured)")
+    async def events(self, job_id: int):  # type: ignore[no-untyped-def]  # a return annotation would become the schema
+        await sync_to_async(selectors.job_get)(user=self.caller, job_id=job_id)
+        from realtime.sse import sse_response
+
+        return await sse_response(self.http_request, topic=f"job:{job_id}", user=self.caller)

@@ -1,0 +1,53 @@
+"""Operational writes: the scheduled sweep of storage objects that no row points at."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from app.core.storage import get_storage
+
+logger = logging.getLogger(__name__)
+
+PREFIXES = ("datasets/", "models/", "jobs/")
+
+
+def _referenced_keys() -> set[str]:
+    from app.datasets.models import Dataset
+    from app.jobs.models import Job
+    from app.registry.models import ModelVersion
+
+    keys = set(Dataset.objects.values_list("storage_key", flat=True))
+    keys |= set(ModelVersion.objects.values_list("artifact_key", flat=True))
+    keys |= set(Job.objects.exclude(output_key="").values_list("output_key", flat=True))
+    return keys
+
+
+def storage_orphans_sweep(*, older_than_seconds: float = 3600) -> list[str]:
+    """Deletes objects under the app's prefixes that no row references and that are older than
+    ``older_than_seconds`` (younger ones may belong to an upload whose row is about to commit).
+    Blocking: runs in a Celery worker."""
+    storage = get_storage()
+    cutoff = time.time() - older_than_seconds
+
+    async def candidates() -> list[str]:
+        found = []
+        for prefix in PREFIXES:
+            async for key, modified in storage.listing(prefix):
+                if modified < cutoff:
+                    found.append(key)
+        return found
+
+    old = asyncio.run(candidates())
+    referenced = _referenced_keys()
+    orphans = [key for key in old if key not in referenced]
+
+    async def delete() -> None:
+        for key in orphans:
+            await storage.delete(key)
+
+    asyncio.run(delete())
+    if orphans:
+        logger.info("removed %d orphaned storage objects", len(orphans))
+    return orphans
