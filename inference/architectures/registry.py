@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from inference.architectures import cnn, mlp
+from inference.architectures import cnn, mlp, tabular_mlp
 from inference.architectures.schema import check
 from inference.errors import ArchitectureError
 from inference.signature import Signature
@@ -46,6 +46,7 @@ class Architecture:
 _BUILTINS = {
     "mlp": Architecture("mlp", mlp.SCHEMA, mlp.build, mlp.signature),
     "cnn": Architecture("cnn", cnn.SCHEMA, cnn.build, cnn.signature),
+    "tabular-mlp": Architecture("tabular-mlp", tabular_mlp.SCHEMA, tabular_mlp.build, tabular_mlp.signature),
 }
 _registry: dict[str, Architecture] = dict(_BUILTINS)
 _plugins_loaded = False
