@@ -14,8 +14,8 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 import app.serving.runtime  # noqa: F401, E402  (registers the serving pool's lifespan hooks)
-from app.core.lifecycle import LifespanApp  # noqa: E402
 import realtime.app_topics  # noqa: E402, F401  (job and model topics)
+from app.core.lifecycle import LifespanApp  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http

@@ -66,3 +66,6 @@ class JobEvent(models.Model):
 
     class Meta:
         ordering = ["job", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} of job {self.job_id}"

@@ -34,7 +34,7 @@ from .models import Job, JobKind
 logger = logging.getLogger(__name__)
 
 
-class Retry(Exception):  # noqa: N818 - the task turns it into a Celery retry
+class Retry(Exception):
     def __init__(self, countdown: float) -> None:
         super().__init__(f"job is held by another worker; retry in {countdown:.1f}s")
         self.countdown = countdown

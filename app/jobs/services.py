@@ -3,7 +3,6 @@ terminal transitions run in Celery workers. Every transition is one transaction 
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +24,9 @@ from .events import job_event_emit
 from .models import TERMINAL_STATES, Job, JobKind, JobState
 
 TASKS = {JobKind.TRAIN: "workers.tasks.train_job_task", JobKind.BATCH_PREDICT: "workers.tasks.batch_predict_job_task"}
-HYPERPARAMETERS = {"hidden", "epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "dropout"}
+HYPERPARAMETERS = {
+    "hidden", "epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "dropout",
+}
 
 
 def _field_error(field: str, message: str) -> Invalid:
@@ -151,7 +152,12 @@ def job_claim(*, job_id: int, worker: str) -> tuple[Job | None, float]:
     now = timezone.now()
     lease = timedelta(seconds=settings.JOB_LEASE_SECONDS)
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("owner", "model", "dataset").filter(pk=job_id).first()
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("owner", "model", "dataset")
+            .filter(pk=job_id)
+            .first()
+        )
         if job is None or job.state in TERMINAL_STATES:
             return None, 0.0
         if job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > now:
@@ -229,10 +235,8 @@ def job_reap_expired() -> list[int]:
     expired = list(
         Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now).values_list("pk", "kind")
     )
-    stale_queued = list(
-        Job.objects.filter(state=JobState.QUEUED, created_at__lt=now - timedelta(seconds=settings.JOB_LEASE_SECONDS * 5))
-        .values_list("pk", "kind")
-    )
+    stale = now - timedelta(seconds=settings.JOB_LEASE_SECONDS * 5)
+    stale_queued = list(Job.objects.filter(state=JobState.QUEUED, created_at__lt=stale).values_list("pk", "kind"))
     for job_id, kind in expired + stale_queued:
         task_dispatch(TASKS[JobKind(kind)], job_id)
     return [job_id for job_id, _ in expired + stale_queued]

@@ -13,7 +13,6 @@ from inference.training import format_predictions
 
 from .runtime import Target
 
-
 # Versions are immutable, so a version's pipeline is built once per process.
 _pipelines: dict[tuple[int, int], FeaturePipeline] = {}
 
@@ -36,6 +35,7 @@ def records_to_inputs(target: Target, records: list[dict[str, Any]]) -> dict[str
 
 def outputs_to_records(target: Target, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     values = outputs[target.signature.outputs[0].name]
-    labels = list(target.extras.get("labels") or [])
+    raw_labels = target.extras.get("labels")
+    labels = [str(label) for label in raw_labels] if isinstance(raw_labels, list) else []
     task = str(target.extras.get("task") or "regression")
     return format_predictions(values, labels, task)

@@ -26,11 +26,11 @@ def _start(client, token, dataset_id, name, epochs=12):
 
 
 async def _collect(url: str, token: str, topic: str, since: int | None, *, stop_after: int | None = None,
-                   timeout: float = 180) -> list[dict]:
+                   limit_s: float = 180) -> list[dict]:
     events: list[dict] = []
     async with websockets.connect(url, subprotocols=["bearer", token], max_size=None) as ws:
         await ws.send(json.dumps({"op": "subscribe", "topic": topic, "since": since}))
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_s):
             while True:
                 message = json.loads(await ws.recv())
                 if message["type"] in ("subscribed", "ping"):
@@ -65,7 +65,7 @@ def test_whole_path_contiguous_events_then_predict(server, client, make_user, up
     assert response.status_code == 200 and response.json()["outputs"][0]["label"] in ("high", "low")
     # The owner's user topic carried the same lifecycle.
     user_events = asyncio.run(_collect(f"{server.ws_url}/ws/v1/events", token, f"user:{account.username}",
-                                       since=0, timeout=30))
+                                       since=0, limit_s=30))
     assert user_events[-1]["type"] == "succeeded"
 
 
@@ -104,7 +104,7 @@ def test_many_subscribers_all_receive_every_event(server, client, make_user, upl
     url, topic = f"{server.ws_url}/ws/v1/events", f"job:{job_id}"
 
     async def crowd() -> list[list[dict]]:
-        return await asyncio.gather(*(_collect(url, token, topic, since=0, timeout=240) for _ in range(200)))
+        return await asyncio.gather(*(_collect(url, token, topic, since=0, limit_s=240) for _ in range(200)))
 
     results = asyncio.run(crowd())
     expected = [e["seq"] for e in results[0]]

@@ -73,7 +73,8 @@ class Command(BaseCommand):
             raise CommandError(f"job {job.pk} did not succeed: {detail}")
         data = final.data
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in data.get("metrics", {}).items() if isinstance(v, int | float))
-        self.stdout.write(self.style.SUCCESS(f"model {data['model']} version {data['version']} ({data['stage']}): {metrics}"))
+        summary = f"model {data['model']} version {data['version']} ({data['stage']}): {metrics}"
+        self.stdout.write(self.style.SUCCESS(summary))
 
     def _user(self, username: str | None) -> User:
         if username:
