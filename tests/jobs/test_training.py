@@ -95,14 +95,39 @@ def test_bad_job_requests_change_nothing(client, make_user, upload_csv):
     assert client.get("/api/v1/models/bad-job", headers=bearer(token)).status_code == 404
 
 
-def test_cancel_queued_job_without_worker(client, make_user, upload_csv):
-    """No worker is needed: a queued job is cancelled at once and never runs."""
+def test_cancel_registers_nothing(client, make_user, upload_csv):
+    """Cancelled while queued (at once) or while running (at the next epoch): either way it ends
+    cancelled and registers no version. Whether a worker is already up depends on test order."""
     token = login(client, make_user("member"))["access"]
-    dataset_id = upload_csv(token, classification_csv(rows=50))
+    dataset_id = upload_csv(token, classification_csv(rows=2000))
     job = client.post("/api/v1/jobs/train", headers=bearer(token), json={
-        "dataset_id": dataset_id, "target": "label", "task": "classification", "model_name": "never"}).json()
+        "dataset_id": dataset_id, "target": "label", "task": "classification", "model_name": "never",
+        "hyperparameters": {"epochs": 200, "patience": 200, "batch_size": 16}}).json()
     response = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(token))
-    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] in ("cancelled", "running") and response.json()["cancel_requested"]
+    done = wait_for_job(client, token, job["id"], timeout=120)
+    assert done["state"] == "cancelled", done
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(token)).status_code == 409
+    assert client.get("/api/v1/models/never/versions", headers=bearer(token)).json() == []
     other = login(client, make_user("member"))["access"]
     assert client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(other)).status_code == 404
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(other)).status_code == 404
+
+
+def test_running_job_is_cancelled_at_an_epoch(client, make_user, upload_csv, celery_worker_proc):
+    import time
+
+    token = login(client, make_user("member"))["access"]
+    dataset_id = upload_csv(token, classification_csv(rows=2000))
+    job = client.post("/api/v1/jobs/train", headers=bearer(token), json={
+        "dataset_id": dataset_id, "target": "label", "task": "classification", "model_name": "stopped",
+        "hyperparameters": {"epochs": 200, "patience": 200, "batch_size": 16}}).json()
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(token)).json()["progress"].get("epoch", 0) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(token)).json()["state"] == "running"
+    done = wait_for_job(client, token, job["id"], timeout=60)
+    assert done["state"] == "cancelled" and done["progress"]["epoch"] < 200
+    assert client.get("/api/v1/models/stopped/versions", headers=bearer(token)).json() == []
