@@ -1,0 +1,391 @@
+"""The event bus: the one way job and model events reach websocket and SSE clients (docs/events.md).
+
+Each topic has a Redis counter (``seq``), a bounded Redis Stream of its recent events (the replay log)
+and an ``epoch``, a random id chosen whenever the counter is (re)created; one Lua script advances the
+counter and appends to the log, so seq order is log order. The event is then fanned out to every ASGI
+process through the Channels layer (Redis pub/sub), to the group ``group_name(topic)``. Pub/sub may
+reorder events of concurrent publishers or drop some while a connection is down; `Cursor` repairs both
+from the log, so subscribers see each seq once, in order.
+
+Publish only after the transaction that made the change has committed (``transaction.on_commit``): a
+client must never hear of a row that then rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+
+from app.core.redis import get_redis
+
+logger = logging.getLogger(__name__)
+
+EVENT_MESSAGE = "bus.event"
+# Control messages share the `type` field with events; an event may not take one of their names.
+RESERVED_TYPES = frozenset({"subscribed", "unsubscribed", "reset", "error", "ping", "pong"})
+TOPIC_RE = re.compile(r"^(?P<prefix>[a-z][a-z0-9_]{0,31}):(?P<key>[^\s{}\x00-\x1f\x7f]{1,200})$")
+TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$")
+
+
+def int_setting(name: str, env_name: str, default: int) -> int:
+    """A Django setting when defined, else the environment variable, else the default."""
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(env_name) or default
+    return int(value)
+
+
+def float_setting(name: str, env_name: str, default: float) -> float:
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(env_name) or default
+    return float(value)
+
+
+def log_maxlen() -> int:
+    return int_setting("EVENT_LOG_MAXLEN", "TORCHWIRE_EVENT_LOG_MAXLEN", 10_000)
+
+
+def log_ttl_seconds() -> int:
+    """An idle topic's keys expire this long after its last event (the next one starts a new epoch)."""
+    return int_setting("EVENT_LOG_RETENTION_DAYS", "TORCHWIRE_EVENT_LOG_RETENTION_DAYS", 7) * 86_400
+
+
+# The shared client's pool raises, rather than waits, past 100 connections; a burst of subscribes (a
+# deploy reconnecting every socket) must queue here instead of failing.
+REDIS_CONCURRENCY = 32
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def _redis_slot() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = asyncio.Semaphore(REDIS_CONCURRENCY)
+    async with slot:
+        yield
+
+
+def parse_topic(topic: object) -> tuple[str, str]:
+    """``(prefix, key)`` of a well-formed topic such as ``job:42``; ValueError otherwise."""
+    match = TOPIC_RE.match(topic) if isinstance(topic, str) else None
+    if match is None:
+        raise ValueError(f"{topic!r} is not a topic: expected '<prefix>:<key>', at most 200 characters after ':'")
+    return match["prefix"], match["key"]
+
+
+def group_name(topic: str) -> str:
+    """The Channels group of a topic: readable, valid (``[a-zA-Z0-9_.-]``, under 100 characters) and,
+    through the digest, distinct for distinct topics."""
+    digest = hashlib.sha256(topic.encode()).hexdigest()[:20]
+    readable = re.sub(r"[^a-zA-Z0-9_.-]", "_", topic)[:60]
+    return f"tw.ev.{readable}.{digest}"
+
+
+def _keys(topic: str) -> list[str]:
+    # The braces are a hash tag: all three keys of a topic share a Redis Cluster slot, as the script needs.
+    tag = "{" + topic + "}"
+    return [f"tw:events:seq:{tag}", f"tw:events:epoch:{tag}", f"tw:events:log:{tag}"]
+
+
+# KEYS: seq, epoch, log. ARGV: type, data JSON, maxlen, ttl ms, a fresh epoch in case one is needed.
+# A missing counter or epoch means the topic is new, expired or lost with Redis's data: start a new
+# epoch with an empty log, so no client can mistake its numbers for the old ones.
+_PUBLISH_LUA = """
+local epoch = redis.call('GET', KEYS[2])
+if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
+  epoch = ARGV[5]
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[1], 0)
+  redis.call('SET', KEYS[2], epoch)
+end
+local seq = redis.call('INCR', KEYS[1])
+local now = redis.call('TIME')
+local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('%d-0', seq),
+           't', ARGV[1], 'ts', string.format('%d', ts), 'd', ARGV[2])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+return {seq, ts, epoch}
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published event. ``text`` is its wire form, sent to clients as is:
+    ``{"type", "topic", "seq", "epoch", "ts", "data"}``."""
+
+    topic: str
+    type: str
+    seq: int
+    epoch: str
+    ts: float
+    text: str
+
+    @classmethod
+    def build(cls, *, topic: str, type: str, seq: int, epoch: str, ts_ms: int, data_json: str) -> Event:
+        ts = ts_ms / 1000
+        text = (
+            f'{{"type":{json.dumps(type)},"topic":{json.dumps(topic)},"seq":{seq},'
+            f'"epoch":{json.dumps(epoch)},"ts":{json.dumps(ts)},"data":{data_json}}}'
+        )
+        return cls(topic=topic, type=type, seq=seq, epoch=epoch, ts=ts, text=text)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.text)["data"]
+        return data
+
+    def as_dict(self) -> dict[str, Any]:
+        content: dict[str, Any] = json.loads(self.text)
+        return content
+
+    def message(self) -> dict[str, Any]:
+        """The Channels layer message that carries the event to consumers (handled as ``bus_event``)."""
+        return {"type": EVENT_MESSAGE, "topic": self.topic, "event_type": self.type, "seq": self.seq,
+                "epoch": self.epoch, "ts": self.ts, "text": self.text}
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Event:
+        return cls(topic=message["topic"], type=message["event_type"], seq=int(message["seq"]),
+                   epoch=message["epoch"], ts=float(message["ts"]), text=message["text"])
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a topic's log ends. ``epoch`` is None, and ``seq`` 0, while the topic has no events (never
+    published, or expired)."""
+
+    epoch: str | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The events after a client's position, or None when the log cannot give them (see `backlog`)."""
+
+    position: Position
+    events: list[Event] | None
+
+
+def _publish_args(topic: str, type: str, data: Mapping[str, Any]) -> tuple[list[str], list[str | int], str]:
+    parse_topic(topic)
+    if not isinstance(type, str) or not TYPE_RE.match(type) or type in RESERVED_TYPES:
+        raise ValueError(
+            f"event type {type!r}: letters, digits and _.:- (at most 100), not one of {sorted(RESERVED_TYPES)}"
+        )
+    if not isinstance(data, Mapping):
+        raise TypeError(f"event data must be a dict, not {data.__class__.__name__}")
+    data_json = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    args: list[str | int] = [type, data_json, log_maxlen(), log_ttl_seconds() * 1000, secrets.token_hex(8)]
+    return _keys(topic), args, data_json
+
+
+def _published(topic: str, type: str, data_json: str, reply: list[Any]) -> Event:
+    seq, ts_ms, epoch = reply
+    epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+    return Event.build(topic=topic, type=type, seq=int(seq), epoch=epoch, ts_ms=int(ts_ms), data_json=data_json)
+
+
+async def publish(topic: str, type: str, data: Mapping[str, Any]) -> Event:
+    """Appends an event to the topic's log and fans it out; returns it with its seq.
+
+    For coroutines on the event loop (sync code uses `publish_sync`). Call only after the change the
+    event reports has committed. Once the log holds the event it counts as published: a failed fan-out
+    is logged, not raised, and subscribers recover the event from the log.
+    """
+    keys, args, data_json = _publish_args(topic, type, data)
+    async with _redis_slot():
+        reply = await get_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
+    event = _published(topic, type, data_json, reply)
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.group_send(group_name(topic), event.message())
+    except Exception:
+        logger.warning("fan-out of %s seq %d failed; subscribers will recover it from the log",
+                       topic, event.seq, exc_info=True)
+    return event
+
+
+_sync_client: redis.Redis | None = None
+_sync_lock = threading.Lock()
+
+
+def _sync_redis() -> redis.Redis:
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is None:
+            _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+        return _sync_client
+
+
+def publish_sync(topic: str, type: str, data: Mapping[str, Any]) -> Event:
+    """`publish` for sync code: Celery tasks, ``on_commit`` callbacks of sync services.
+
+    Never call it from a coroutine (it raises rather than block the loop). The log append uses a sync
+    Redis client; the fan-out goes through ``async_to_sync(group_send)``, which inside a
+    ``sync_to_async`` thread runs on the server's loop and elsewhere (a Celery worker) on a short-lived
+    loop of its own: one extra Redis connection per call, so keep progress events to a few a second.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("publish_sync called on an event loop; await publish() instead")
+    keys, args, data_json = _publish_args(topic, type, data)
+    reply = _sync_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
+    event = _published(topic, type, data_json, reply)
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(group_name(topic), event.message())
+    except Exception:
+        logger.warning("fan-out of %s seq %d failed; subscribers will recover it from the log",
+                       topic, event.seq, exc_info=True)
+    return event
+
+
+def _position(epoch: bytes | None, seq: bytes | None) -> Position:
+    if epoch is None or seq is None:
+        return Position(epoch=None, seq=0)
+    return Position(epoch=epoch.decode(), seq=int(seq))
+
+
+async def position(topic: str) -> Position:
+    return (await positions([topic]))[topic]
+
+
+async def positions(topics: Iterable[str]) -> dict[str, Position]:
+    """The positions of several topics in one round trip."""
+    names = list(topics)
+    async with _redis_slot(), get_redis().pipeline(transaction=False) as pipe:
+        for topic in names:
+            seq_key, epoch_key, _ = _keys(topic)
+            pipe.get(epoch_key)
+            pipe.get(seq_key)
+        values = await pipe.execute()
+    return {topic: _position(values[2 * i], values[2 * i + 1]) for i, topic in enumerate(names)}
+
+
+async def backlog(topic: str, since: int, *, epoch: str | None = None) -> Backlog:
+    """The current position and the events with seq > ``since``, read atomically.
+
+    ``events`` is None when the log cannot give exactly those: ``epoch`` is given and is not the
+    current one, ``since`` is beyond the end, or seq ``since + 1`` has been trimmed or lost. Without
+    ``epoch`` only the bounds are checked, which cannot tell a restarted topic from the old one.
+    """
+    seq_key, epoch_key, log_key = _keys(topic)
+    async with _redis_slot(), get_redis().pipeline(transaction=True) as pipe:
+        pipe.get(epoch_key)
+        pipe.get(seq_key)
+        pipe.xrange(log_key, min=f"{min(max(since, 0), 2**62) + 1}-0", max="+")
+        raw_epoch, raw_seq, entries = await pipe.execute()
+    current = _position(raw_epoch, raw_seq)
+    if since < 0 or since > current.seq or (epoch is not None and epoch != current.epoch):
+        return Backlog(current, None)
+    if since == current.seq:
+        return Backlog(current, [])
+    assert current.epoch is not None
+    events = [_entry_event(topic, current.epoch, entry_id, fields) for entry_id, fields in entries]
+    if not events or events[0].seq != since + 1 or events[-1].seq != current.seq:
+        return Backlog(current, None)
+    return Backlog(current, events)
+
+
+def _entry_event(topic: str, epoch: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event.build(topic=topic, type=fields[b"t"].decode(), seq=int(entry_id.split(b"-", 1)[0]), epoch=epoch,
+                       ts_ms=int(fields[b"ts"]), data_json=fields[b"d"].decode())
+
+
+async def replay(topic: str, since: int, *, epoch: str | None = None) -> list[Event] | None:
+    """The events with seq > ``since`` still in the log, or None if it no longer holds seq ``since + 1``
+    (trimmed, expired, lost with Redis's data, or ``epoch`` is not the current one)."""
+    return (await backlog(topic, since, epoch=epoch)).events
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The subscriber cannot be given what it missed: it needs a snapshot, then continues after ``position``."""
+
+    position: Position
+
+
+Step = list[Event] | Reset
+
+
+class Cursor:
+    """One subscriber's place on one topic: merges the replay log and the live fan-out into one stream in
+    seq order, without duplicates or gaps.
+
+    Join the topic's group before `open`, so no event falls between the read of the log and the first
+    live one; feed every live event to `feed`, and call `check` now and then to recover events the
+    fan-out lost. Drive a cursor from one task at a time.
+    """
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.epoch: str | None = None
+        self.seq = 0
+
+    def _move(self, to: Position) -> None:
+        self.epoch, self.seq = to.epoch, to.seq
+
+    async def open(self, since: int | None, epoch: str | None = None) -> tuple[Position, Step]:
+        """From now (``since`` None), or from after ``since``: the position, and the missed events or a Reset."""
+        if since is None:
+            now = await position(self.topic)
+            self._move(now)
+            return now, []
+        found = await backlog(self.topic, since, epoch=epoch)
+        self._move(found.position)
+        return found.position, (found.events if found.events is not None else Reset(found.position))
+
+    async def restart(self) -> Reset:
+        """Moves to the end of the log; the subscriber needs a snapshot."""
+        now = await position(self.topic)
+        self._move(now)
+        return Reset(now)
+
+    async def feed(self, event: Event) -> Step:
+        """What to deliver now that the fan-out brought ``event``: nothing if already delivered, the event
+        itself if next, else everything up to it from the log (or a Reset). An event of another epoch
+        (the first of a topic that had none) is only a reason to read the log, which decides."""
+        if event.epoch == self.epoch:
+            if event.seq <= self.seq:
+                return []
+            if event.seq == self.seq + 1:
+                self.seq = event.seq
+                return [event]
+        return await self.catch_up()
+
+    async def check(self, now: Position | None = None) -> Step:
+        """Catches up if the log has moved past the cursor (an event the fan-out lost)."""
+        now = now if now is not None else await position(self.topic)
+        if now.epoch == self.epoch and now.seq == self.seq:
+            return []
+        return await self.catch_up()
+
+    async def catch_up(self) -> Step:
+        # A cursor without an epoch saw an empty topic: whatever epoch there is now, it wants it from seq 1.
+        found = await backlog(self.topic, self.seq, epoch=self.epoch)
+        self._move(found.position)
+        return found.events if found.events is not None else Reset(found.position)

@@ -1,0 +1,128 @@
+"""One topic's events as Server-Sent Events: the stream /ws/v1/events gives, for clients that only read.
+
+Frames: ``event: <type>`` and ``data: <the event's JSON>``, with ``id: <seq>:<epoch>`` on each event, so
+a reconnecting EventSource sends it back as ``Last-Event-ID`` and gets exactly what it missed. The
+first frame is ``event: subscribed``; a position the log cannot serve gives ``event: reset`` with the
+snapshot; comment lines (``: ping``) keep proxies from timing the stream out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, StreamingHttpResponse
+
+from app.core.errors import NotFound
+from realtime.bus import EVENT_MESSAGE, Cursor, Event, Reset, Step, group_name
+from realtime.events import ping_seconds as default_ping_seconds
+from realtime.topics import TopicError, topic_authorize, topic_snapshot
+
+if TYPE_CHECKING:
+    from app.accounts.models import User
+
+RETRY_MS = 2000
+
+
+def event_id(seq: int, epoch: str | None) -> str:
+    return f"{seq}:{epoch}" if epoch else str(seq)
+
+
+def parse_event_id(value: str) -> tuple[int, str | None] | None:
+    """``(seq, epoch)`` from ``<seq>:<epoch>`` or a bare ``<seq>`` (then only bounds are checked); None
+    if malformed."""
+    seq, _, epoch = value.strip().partition(":")
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18 or len(epoch) > 64:
+        return None
+    return int(seq), epoch or None
+
+
+def _frame(name: str, data: str, frame_id: str | None = None) -> bytes:
+    head = f"id: {frame_id}\n" if frame_id is not None else ""
+    return f"{head}event: {name}\ndata: {data}\n\n".encode()
+
+
+async def _render(cursor: Cursor, step: Step) -> list[bytes]:
+    if isinstance(step, Reset):
+        now = step.position
+        snapshot = await topic_snapshot(topic=cursor.topic)
+        body = {"type": "reset", "topic": cursor.topic, "last_seq": now.seq, "epoch": now.epoch, "snapshot": snapshot}
+        return [_frame("reset", json.dumps(body, separators=(",", ":")), event_id(now.seq, now.epoch))]
+    return [_frame(event.type, event.text, event_id(event.seq, event.epoch)) for event in step]
+
+
+async def event_stream(topic: str, *, last_event_id: str | None = None,
+                       ping_seconds: float | None = None) -> AsyncGenerator[bytes, None]:
+    """The SSE byte stream of ``topic`` from ``last_event_id`` (None or empty: from now); the caller has
+    checked access. Endless: it stops when its consumer is cancelled or closes it."""
+    interval = ping_seconds if ping_seconds is not None else default_ping_seconds()
+    layer: Any = get_channel_layer()
+    channel: str = await layer.new_channel()
+    group = group_name(topic)
+    receiving: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        # Join before reading the log; the cursor drops live copies of what the read returned.
+        await layer.group_add(group, channel)
+        cursor = Cursor(topic)
+        step: Step
+        if not last_event_id:
+            now, step = await cursor.open(None)
+        elif (resume := parse_event_id(last_event_id)) is None:
+            step = await cursor.restart()
+            now = step.position
+        else:
+            now, step = await cursor.open(*resume)
+        head: dict[str, Any] = {"type": "subscribed", "topic": topic, "last_seq": now.seq, "epoch": now.epoch}
+        # Only a stream that starts from now names its position here; otherwise the client's
+        # Last-Event-ID must stand until the replayed events (or the reset) replace it.
+        head_id = event_id(now.seq, now.epoch) if not last_event_id else None
+        yield f"retry: {RETRY_MS}\n".encode() + _frame("subscribed", json.dumps(head, separators=(",", ":")), head_id)
+        for chunk in await _render(cursor, step):
+            yield chunk
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + interval
+        while True:
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(channel))
+            done, _ = await asyncio.wait({receiving}, timeout=max(0.0, deadline - loop.time()))
+            if done:
+                message, receiving = receiving.result(), None
+                if message.get("type") != EVENT_MESSAGE:
+                    continue
+                step = await cursor.feed(Event.from_message(message))
+            else:
+                deadline = loop.time() + interval
+                yield b": ping\n\n"
+                step = await cursor.check()
+            for chunk in await _render(cursor, step):
+                yield chunk
+    finally:
+        await layer.group_discard(group, channel)
+        # Channels-redis drops a channel (and its pub/sub subscription) only when a receive on it is
+        # cancelled: make sure one is pending, then cancel it.
+        if receiving is None:
+            receiving = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+
+
+async def sse_response(request: HttpRequest, *, topic: str, user: User) -> StreamingHttpResponse:
+    """The streaming response for ``GET .../events``, after checking the topic's access rule (an unknown
+    or forbidden topic is NotFound alike). Resumes from the ``Last-Event-ID`` header, or from
+    ``?last_event_id=`` for a client restoring a position it kept itself."""
+    try:
+        await topic_authorize(user=user, topic=topic)
+    except TopicError:
+        raise NotFound("no such event stream") from None
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    response = StreamingHttpResponse(event_stream(topic, last_event_id=last_event_id),
+                                     content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
