@@ -16,13 +16,17 @@ def get_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: past max_connections a caller waits (up to `timeout`) for a free connection
+        # instead of failing, which a burst of websocket subscriptions would otherwise cause.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
-            decode_responses=False,
+            max_connections=getattr(settings, "REDIS_MAX_CONNECTIONS", 100),
+            timeout=5,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
         )
+        client = aioredis.Redis(connection_pool=pool, decode_responses=False)
         _clients[loop] = client
     return client
 
