@@ -9,11 +9,11 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint migrate bench clean distclean
+.PHONY: help install run run-prod certs nginx-conf test lint migrate bench clean distclean
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
 
 # Where the interpreter lacks ensurepip (Debian without python3-venv), seed the venv with the pip we have.
 $(PYTHON):
@@ -29,6 +29,17 @@ install: $(INSTALLED) ## Create the venv and install the project with its dev to
 # One command, so make forwards SIGTERM (and the terminal its Ctrl-C) to the launcher itself.
 run: install ## Run everything (web, worker, beat, embedded Redis) until Ctrl-C
 	exec $(PYTHON) -m app.launcher
+
+# The production layout on this machine: nginx (TLS on HTTPS_PORT, default 8443; redirects on HTTP_PORT,
+# default 8080) in front of TORCHWIRE_WEB_WORKERS uvicorn workers on unix sockets, worker, beat.
+run-prod: install certs ## Run the production layout behind nginx until Ctrl-C (docs/deployment.md)
+	exec $(PYTHON) -m app.launcher --prod
+
+certs: install ## Make a self-signed certificate for localhost in var/certs (kept if present)
+	$(PYTHON) -m app.launcher --certs
+
+nginx-conf: install ## Render nginx/ into var/nginx/conf and check it with nginx -t
+	$(PYTHON) -m app.launcher --nginx-conf
 
 test: install ## Run the tests (PYTEST_ARGS=...), then lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -1,33 +1,45 @@
-"""`make run`: the whole service on one machine, from one command.
+"""`make run` and `make run-prod`: the whole service on one machine, from one command.
 
 Creates the var dir, starts an embedded Redis when REDIS_URL is unset, migrates, ensures the first admin,
 then runs uvicorn, one Celery worker and Celery beat as children and supervises them. SIGINT, SIGTERM or
 SIGHUP stops them in dependency order (web first so nothing new is queued, Redis last so it can save); a
 child that dies on its own takes the rest down and the launcher exits non-zero.
 
+``--prod`` (`make run-prod`) runs the production layout instead: DJANGO_ENV=production, static files
+collected for nginx, N uvicorn workers each on its own unix socket under var/run, and nginx in front of
+them (TLS on HTTPS_PORT, redirects on HTTP_PORT) rendered from the templates in nginx/.
+``--certs`` makes the self-signed certificate and ``--nginx-conf`` renders and checks the nginx config.
+
 Django is never imported here: everything Django-shaped runs in a child, so the children and the
-launcher cannot disagree about settings. Launcher-only variables, besides those of app/settings.py:
-TORCHWIRE_EMBEDDED_REDIS_PORT (6390), TORCHWIRE_WEB_WORKERS (1), TORCHWIRE_DRAIN_SECONDS (10),
-TORCHWIRE_WORKER_STOP_SECONDS (30: how long a warm Celery shutdown may wait for a running task).
+launcher cannot disagree about settings. Launcher-only variables, besides those of app/settings.py, are
+listed in docs/deployment.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
+import math
 import os
+import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATES = BASE_DIR / "nginx"
 
 _PR_SET_PDEATHSIG = 1
 _POLL = 0.2
@@ -88,7 +100,12 @@ class Child:
     name: str
     argv: list[str]
     stop_timeout: float
+    # Consecutive children of one group are stopped together (the uvicorn workers of run-prod).
+    group: str | None = None
+    stop_signal: int = signal.SIGTERM
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _stop_deadline: float | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -99,28 +116,34 @@ class Child:
         # Own session and process group: a Ctrl-C from the terminal reaches only the launcher, which
         # then stops the children in order instead of all of them at once.
         self.process = subprocess.Popen(
-            self.argv, cwd=BASE_DIR, env=env, start_new_session=True, preexec_fn=_die_with_parent()
+            self.argv, cwd=BASE_DIR, env={**env, **self.extra_env}, start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
 
     def poll(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    def stop(self, should_hurry: Callable[[], bool]) -> bool:
-        """SIGTERM to the main process only (Celery's pool children must finish their task), then SIGKILL
-        to the whole group after ``stop_timeout``. Returns whether it stopped without SIGKILL."""
+    def signal_stop(self) -> None:
+        """``stop_signal`` to the main process only (Celery's pool children must finish their task;
+        nginx's master tells its workers); ``wait_stopped`` then gives it ``stop_timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        _log(f"stopping {self.name} (pid {self.pid})")
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(self.stop_signal)
+        self._stop_deadline = time.monotonic() + self.stop_timeout
+
+    def wait_stopped(self, should_hurry: Callable[[], bool]) -> bool:
+        """Waits out the stop, then SIGKILLs the whole group. Returns whether it stopped without SIGKILL."""
         if self.process is None:
             return True
         clean = True
+        deadline = self._stop_deadline or time.monotonic()
+        while self.process.poll() is None and time.monotonic() < deadline and not should_hurry():
+            time.sleep(_POLL)
         if self.process.poll() is None:
-            _log(f"stopping {self.name} (pid {self.pid})")
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + self.stop_timeout
-            while self.process.poll() is None and time.monotonic() < deadline and not should_hurry():
-                time.sleep(_POLL)
-            if self.process.poll() is None:
-                _log(f"{self.name} (pid {self.pid}) did not stop in time; killing it")
-                clean = False
+            _log(f"{self.name} (pid {self.pid}) did not stop in time; killing it")
+            clean = False
         self.kill_group()
         return clean
 
@@ -144,19 +167,33 @@ class Config:
     web_workers: int
     drain_seconds: int
     worker_stop_seconds: int
+    worker_concurrency: int = 1
+    worker_queues: str = "default"
+    prod: bool = False
+    https_port: int = 8443
+    http_port: int = 8080
 
     @classmethod
-    def from_env(cls) -> Config:
+    def from_env(cls, *, prod: bool = False) -> Config:
         return cls(
-            var_dir=Path(os.environ.get("TORCHWIRE_VAR_DIR") or BASE_DIR / "var").resolve(),
+            var_dir=_var_dir(),
             host=os.environ.get("HOST") or "127.0.0.1",
             port=_env_int("PORT", 8000),
             redis_url=os.environ.get("REDIS_URL") or None,
             redis_port=_env_int("TORCHWIRE_EMBEDDED_REDIS_PORT", 6390),
-            web_workers=_env_int("TORCHWIRE_WEB_WORKERS", 1),
+            web_workers=_env_int("TORCHWIRE_WEB_WORKERS", 2 if prod else 1),
             drain_seconds=_env_int("TORCHWIRE_DRAIN_SECONDS", 10),
             worker_stop_seconds=_env_int("TORCHWIRE_WORKER_STOP_SECONDS", 30),
+            worker_concurrency=_env_int("TORCHWIRE_WORKER_CONCURRENCY", 1),
+            worker_queues=os.environ.get("TORCHWIRE_WORKER_QUEUES") or "default",
+            prod=prod,
+            https_port=_env_int("HTTPS_PORT", 8443),
+            http_port=_env_int("HTTP_PORT", 8080),
         )
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("TORCHWIRE_VAR_DIR") or BASE_DIR / "var").resolve()
 
 
 def _redis_executable() -> Path:
@@ -204,6 +241,283 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+# --- the production layout: nginx in front of uvicorn workers on unix sockets -----------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_RATE = re.compile(r"^(\d+)r/([sm])$")
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+_MAX_SOCKET_PATH = 107
+
+
+def render_template(text: str, values: Mapping[str, object]) -> str:
+    """Fills ``{{ name }}`` placeholders (nginx itself owns ``$``); a placeholder without a value is an
+    error, never an empty string."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise LauncherError(f"the nginx templates use {{{{ {name} }}}}, which nothing provides")
+        return str(values[name])
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+def _rate_per_second(rate: str) -> float:
+    match = _RATE.match(rate)
+    if match is None:
+        raise LauncherError(f"{rate!r} is not an nginx rate such as 10r/s or 30r/m")
+    return int(match.group(1)) / (60 if match.group(2) == "m" else 1)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def nginx_binary() -> str:
+    """TORCHWIRE_NGINX, else nginx on PATH, else Debian's /usr/sbin/nginx (often not on a user's PATH)."""
+    configured = os.environ.get("TORCHWIRE_NGINX")
+    if configured:
+        return configured
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        raise LauncherError("nginx is not installed: `apt-get install nginx` (or set TORCHWIRE_NGINX to its path)")
+    return found
+
+
+def nginx_version(binary: str) -> tuple[int, ...]:
+    """From `nginx -v` ("nginx version: nginx/1.22.1", on stderr)."""
+    result = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    if match is None:
+        raise LauncherError(f"`{binary} -v` did not say which version it is: {result.stderr.strip()!r}")
+    return tuple(int(part) for part in match.groups())
+
+
+@dataclass
+class NginxSite:
+    """What nginx/nginx.conf is rendered from. ``upstreams`` are ``unix:/path`` sockets or ``host:port``
+    addresses of ASGI workers, on this host or others."""
+
+    prefix: Path
+    upstreams: list[str]
+    listen_hosts: list[str]
+    https_port: int
+    http_port: int
+    tls_cert: Path
+    tls_key: Path
+    static_root: Path
+    json_body_bytes: int = 8 * 1024 * 1024
+    # Upload caps sit a little above the app's own (multipart framing), so the app, which knows which
+    # limit was passed, is the one that normally answers 413.
+    dataset_body_bytes: int = 200 * 1024 * 1024 + 1024 * 1024
+    artifact_body_bytes: int = 2 * 1024**3 + 1024 * 1024
+    auth_rate: str = "30r/m"
+    auth_burst: int = 10
+    infer_rate: str = "200r/s"
+    infer_burst: int = 400
+    read_timeout: int = 120
+    upload_timeout: int = 600
+    stream_timeout: int = 3600
+    shutdown_timeout: int = 10
+    worker_processes: str = "auto"
+    trusted_proxies: list[str] = field(default_factory=list)
+    hsts_seconds: int = 31536000
+
+    @classmethod
+    def from_env(cls, *, prefix: Path, upstreams: list[str], listen_host: str, https_port: int, http_port: int,
+                 static_root: Path, var_dir: Path) -> NginxSite:
+        """The body caps follow the app's own variables (their defaults repeated from app/settings.py,
+        which the launcher does not import)."""
+        slack = 1024 * 1024
+        return cls(
+            prefix=prefix,
+            upstreams=upstreams,
+            listen_hosts=[listen_host],
+            https_port=https_port,
+            http_port=http_port,
+            tls_cert=Path(os.environ.get("TORCHWIRE_TLS_CERT") or var_dir / "certs" / "localhost.crt"),
+            tls_key=Path(os.environ.get("TORCHWIRE_TLS_KEY") or var_dir / "certs" / "localhost.key"),
+            static_root=static_root,
+            json_body_bytes=_env_int("TORCHWIRE_MAX_JSON_BYTES", 8 * 1024 * 1024),
+            dataset_body_bytes=_env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024) + slack,
+            artifact_body_bytes=_env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3) + slack,
+            auth_rate=os.environ.get("TORCHWIRE_NGINX_AUTH_RATE") or "30r/m",
+            auth_burst=_env_int("TORCHWIRE_NGINX_AUTH_BURST", 10),
+            infer_rate=os.environ.get("TORCHWIRE_NGINX_INFER_RATE") or "200r/s",
+            infer_burst=_env_int("TORCHWIRE_NGINX_INFER_BURST", 400),
+            read_timeout=_env_int("TORCHWIRE_NGINX_READ_TIMEOUT", 120),
+            upload_timeout=_env_int("TORCHWIRE_NGINX_UPLOAD_TIMEOUT", 600),
+            stream_timeout=_env_int("TORCHWIRE_NGINX_STREAM_TIMEOUT", 3600),
+            shutdown_timeout=_env_int("TORCHWIRE_DRAIN_SECONDS", 10),
+            worker_processes=os.environ.get("TORCHWIRE_NGINX_WORKER_PROCESSES") or "auto",
+            trusted_proxies=[p.strip() for p in os.environ.get("TORCHWIRE_NGINX_TRUSTED_PROXIES", "").split(",")
+                             if p.strip()],
+            hsts_seconds=_env_int("SECURE_HSTS_SECONDS", 31536000),
+        )
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "conf" / "nginx.conf"
+
+    def values(self, version: tuple[int, ...]) -> dict[str, object]:
+        indent = " " * 8
+        # `listen ... http2` became a separate `http2 on;` in 1.25.1 (the old form still works, warning).
+        http2_directive = version >= (1, 25, 1)
+        https = [f"{indent}listen {_address(h, self.https_port)} ssl{'' if http2_directive else ' http2'};"
+                 for h in self.listen_hosts]
+        if http2_directive:
+            https.append(f"{indent}http2 on;")
+        if self.trusted_proxies:
+            real_ip = [f"    set_real_ip_from {cidr};" for cidr in self.trusted_proxies]
+            real_ip += ["    real_ip_header X-Forwarded-For;", "    real_ip_recursive on;"]
+        else:
+            real_ip = ["    # No load balancer in front (TORCHWIRE_NGINX_TRUSTED_PROXIES): the peer is the client."]
+        servers = []
+        for upstream in self.upstreams:
+            if upstream.startswith("unix:") and len(upstream) - len("unix:") > _MAX_SOCKET_PATH:
+                raise LauncherError(f"socket path {upstream[5:]} is too long for a unix socket; use a shorter "
+                                    f"TORCHWIRE_VAR_DIR")
+            servers.append(f"{indent}server {upstream} max_fails=1 fail_timeout=5s;")
+        if not servers:
+            raise LauncherError("nginx needs at least one upstream: set TORCHWIRE_WEB_WORKERS or TORCHWIRE_UPSTREAMS")
+        slowest = min(_rate_per_second(self.auth_rate), _rate_per_second(self.infer_rate))
+        return {
+            # As root nginx would hand its workers to `nobody`, who cannot reach the 0700 socket directory
+            # or read var/; a non-root master cannot switch users at all.
+            "user": "user root;" if os.geteuid() == 0 else "# (runs as the user who started it)",
+            "worker_processes": self.worker_processes,
+            "prefix": self.prefix,
+            "shutdown_timeout": self.shutdown_timeout,
+            "real_ip": "\n".join(real_ip),
+            "auth_rate": self.auth_rate,
+            "auth_burst": self.auth_burst,
+            "infer_rate": self.infer_rate,
+            "infer_burst": self.infer_burst,
+            "retry_after": max(1, math.ceil(1 / slowest)),
+            "read_timeout": self.read_timeout,
+            "upload_timeout": self.upload_timeout,
+            "stream_timeout": self.stream_timeout,
+            "upstream_servers": "\n".join(servers),
+            "http_listen": "\n".join(f"{indent}listen {_address(h, self.http_port)};" for h in self.listen_hosts),
+            "https_listen": "\n".join(https),
+            "https_port_suffix": "" if self.https_port == 443 else f":{self.https_port}",
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+            "static_root": self.static_root,
+            "json_body_bytes": self.json_body_bytes,
+            "dataset_body_bytes": self.dataset_body_bytes,
+            "artifact_body_bytes": self.artifact_body_bytes,
+            "hsts_seconds": self.hsts_seconds,
+        }
+
+    def render(self, version: tuple[int, ...]) -> Path:
+        """Renders every file of nginx/ into ``prefix/conf`` (includes resolve against that directory)
+        and creates the log and temp directories. Returns the main config's path."""
+        values = self.values(version)
+        conf_dir = self.conf.parent
+        for directory in (conf_dir, self.prefix / "logs", self.prefix / "tmp"):
+            directory.mkdir(parents=True, exist_ok=True)
+        for template in sorted(NGINX_TEMPLATES.glob("*.conf")):
+            (conf_dir / template.name).write_text(render_template(template.read_text(), values))
+        return self.conf
+
+    def argv(self, binary: str, *extra: str) -> list[str]:
+        """`-e stderr`: errors from before the config is read must not go to /var/log/nginx."""
+        return [binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr", *extra]
+
+
+def certificate_ensure(cert: Path, key: Path, *, names: Sequence[str] = ("localhost", "127.0.0.1", "::1")) -> bool:
+    """Makes a self-signed certificate for ``names`` unless both files exist. Returns whether it made one.
+
+    Written beside the destination and renamed, so an interrupted run never leaves half a key."""
+    if cert.exists() and key.exists():
+        return False
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise LauncherError("openssl is not installed, so no self-signed certificate can be made; install it, "
+                            "or set TORCHWIRE_TLS_CERT and TORCHWIRE_TLS_KEY to your own")
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    alt = ",".join(f"{'IP' if _is_ip(name) else 'DNS'}:{name}" for name in names)
+    with tempfile.TemporaryDirectory(dir=key.parent) as scratch:
+        new_cert, new_key = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
+        result = subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-sha256", "-days", "825", "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={alt}",
+             "-keyout", str(new_key), "-out", str(new_cert)],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise LauncherError(f"openssl could not make a certificate: {result.stderr.strip()}")
+        new_key.chmod(0o600)
+        os.replace(new_key, key)
+        shutil.move(new_cert, cert)
+    return True
+
+
+def _secret_key_file(var_dir: Path) -> str:
+    """The same per-checkout key app/settings.py keeps for development (var/secret-key.txt, mode 600), so
+    every production child signs alike and tokens survive a restart."""
+    path = var_dir / "secret-key.txt"
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+def web_worker_argv(path: Path, *, drain_seconds: int, ws_ping_seconds: int = 20) -> list[str]:
+    """One uvicorn worker of the production layout, on its own unix socket behind nginx."""
+    argv = [sys.executable, "-m", "uvicorn", "asgi:application", "--uds", str(path), "--lifespan", "on"]
+    # "*": only nginx reaches the socket (its directory is private to this user), and nginx overwrites
+    # X-Forwarded-For with the address it saw, so the header cannot be forged from outside.
+    argv += ["--no-server-header", "--proxy-headers", "--forwarded-allow-ips", "*"]
+    # Longer than nginx's upstream keepalive_timeout (60 s); see nginx/nginx.conf.
+    argv += ["--timeout-keep-alive", "75", "--timeout-graceful-shutdown", str(drain_seconds)]
+    # The pings keep an idle websocket inside nginx's proxy_read_timeout.
+    return [*argv, "--ws-ping-interval", str(ws_ping_seconds), "--ws-ping-timeout", str(ws_ping_seconds)]
+
+
+@dataclass
+class ProdLayout:
+    binary: str
+    site: NginxSite
+    sockets: list[Path]
+    made_certificate: bool
+
+
+def prod_layout(config: Config, env: Mapping[str, str]) -> ProdLayout:
+    """The nginx config `make run-prod` uses, rendered and accepted by `nginx -t`, with a self-signed
+    certificate made if none is configured; upstreams are the local workers' sockets under var/run (a
+    directory only this user may enter: uvicorn trusts the X-Forwarded-* headers of whoever connects)
+    plus TORCHWIRE_UPSTREAMS."""
+    binary = nginx_binary()
+    run_dir = config.var_dir / "run"
+    run_dir.mkdir(exist_ok=True)
+    run_dir.chmod(0o700)
+    sockets = [run_dir / f"web-{i}.sock" for i in range(config.web_workers)]
+    extra = [u.strip() for u in env.get("TORCHWIRE_UPSTREAMS", "").split(",") if u.strip()]
+    site = NginxSite.from_env(
+        prefix=config.var_dir / "nginx", upstreams=[f"unix:{s}" for s in sockets] + extra,
+        listen_host=config.host, https_port=config.https_port, http_port=config.http_port,
+        static_root=Path(env.get("STATIC_ROOT") or config.var_dir / "static").resolve(), var_dir=config.var_dir,
+    )
+    made = certificate_ensure(site.tls_cert, site.tls_key)
+    site.render(nginx_version(binary))
+    check = subprocess.run(site.argv(binary, "-t", "-q"), capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise LauncherError(f"nginx refuses {site.conf}:\n{check.stderr.strip()}")
+    return ProdLayout(binary=binary, site=site, sockets=sockets, made_certificate=made)
+
+
 class Launcher:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -214,6 +528,7 @@ class Launcher:
         self.env["TORCHWIRE_VAR_DIR"] = str(config.var_dir)
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.endpoints: list[tuple[str, int] | Path] = []
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_signal is not None:
@@ -245,30 +560,72 @@ class Launcher:
     def _start(self) -> None:
         config = self.config
         config.var_dir.mkdir(parents=True, exist_ok=True)
-        if not _port_is_free(config.host, config.port):
+        layout = self._prepare_prod() if config.prod else None
+        if layout is None and not _port_is_free(config.host, config.port):
             raise LauncherError(f"port {config.port} on {config.host} is taken; set PORT to a free one")
         if config.redis_url is None:
             self._start_embedded_redis()
         self._run_step("migrate", "--noinput")
         self._run_step("ensure_admin")
+        if config.prod:
+            self._run_step("collectstatic", "--noinput", "--verbosity", "0")
         self._check_stop()
+        celery = [sys.executable, "-m", "celery", "-A", "workers.celery"]
+        # Start order is the reverse of stop order: Redis is already up, then worker, beat, web (, nginx).
+        worker = [*celery, "worker", "-l", "INFO", "-c", str(config.worker_concurrency), "--hostname=worker@%h"]
+        self._spawn(Child("celery worker", [*worker, "-Q", config.worker_queues], config.worker_stop_seconds))
+        beat_schedule = config.var_dir / "celerybeat-schedule"
+        self._spawn(Child("celery beat", [*celery, "beat", "-l", "INFO", "-s", str(beat_schedule)], 10))
+        if layout is not None:
+            self._spawn_prod_web(layout)
+            return
         web = [sys.executable, "-m", "uvicorn", "asgi:application", "--host", config.host]
         web += ["--port", str(config.port), "--lifespan", "on", "--no-server-header", "--proxy-headers"]
         web += ["--timeout-graceful-shutdown", str(config.drain_seconds)]
         if config.web_workers > 1:
             web += ["--workers", str(config.web_workers)]
-        celery = [sys.executable, "-m", "celery", "-A", "workers.celery"]
-        # Start order is the reverse of stop order: Redis is already up, then worker, beat, web.
-        self._spawn(
-            Child(
-                "celery worker",
-                [*celery, "worker", "-l", "INFO", "-c", "1", "--hostname=worker@%h", "-Q", "default"],
-                stop_timeout=config.worker_stop_seconds,
-            )
-        )
-        beat_schedule = config.var_dir / "celerybeat-schedule"
-        self._spawn(Child("celery beat", [*celery, "beat", "-l", "INFO", "-s", str(beat_schedule)], 10))
         self._spawn(Child("uvicorn", web, stop_timeout=config.drain_seconds + 5))
+        self.endpoints = [(_connect_host(config.host), config.port)]
+
+    def _prepare_prod(self) -> ProdLayout:
+        """Everything the production layout needs before a child starts: free ports, nginx with a checked
+        config and a certificate, and the production environment of the children."""
+        config, env = self.config, self.env
+        for name, port in (("HTTPS_PORT", config.https_port), ("HTTP_PORT", config.http_port)):
+            if not _port_is_free(config.host, port):
+                raise LauncherError(f"port {port} on {config.host} is taken; set {name} to a free one")
+        env["DJANGO_ENV"] = "production"
+        if not env.get("SECRET_KEY"):
+            env["SECRET_KEY"] = _secret_key_file(config.var_dir)
+        origin_port = "" if config.https_port == 443 else f":{config.https_port}"
+        hosts = ["localhost", "127.0.0.1"]
+        if config.host not in ("0.0.0.0", "::", "", *hosts):  # noqa: S104
+            hosts.append(f"[{config.host}]" if ":" in config.host else config.host)
+        env.setdefault("ALLOWED_HOSTS", ",".join(hosts))
+        env.setdefault("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{h}{origin_port}" for h in hosts))
+        env["TORCHWIRE_SERVE_STATIC"] = "false"
+        layout = prod_layout(config, env)
+        env["STATIC_ROOT"] = str(layout.site.static_root)
+        if layout.made_certificate:
+            _log(f"made a self-signed certificate for localhost: {layout.site.tls_cert}")
+        return layout
+
+    def _spawn_prod_web(self, layout: ProdLayout) -> None:
+        config = self.config
+        # prometheus-client's multiprocess mode: each worker writes its samples here, /metrics sums them.
+        metrics_dir = config.var_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        for i, path in enumerate(layout.sockets):
+            path.unlink(missing_ok=True)
+            web = web_worker_argv(path, drain_seconds=config.drain_seconds)
+            self._spawn(Child(f"uvicorn {i}", web, stop_timeout=config.drain_seconds + 5, group="web",
+                              extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}))
+        # SIGQUIT: stop accepting, let requests in flight finish (worker_shutdown_timeout bounds it).
+        site = layout.site
+        self._spawn(Child("nginx", site.argv(layout.binary, "-g", "daemon off;"),
+                          stop_timeout=site.shutdown_timeout + 5, stop_signal=signal.SIGQUIT))
+        self.endpoints = [*layout.sockets, (_connect_host(config.host), config.https_port)]
 
     def _spawn(self, child: Child) -> None:
         child.start(self.env)
@@ -360,28 +717,39 @@ class Launcher:
         return 1
 
     def _stop_all(self) -> bool:
-        """Stops the children in reverse start order: web, beat, worker, Redis. Idempotent."""
+        """Stops the children in reverse start order: (nginx,) web, beat, worker, Redis; the children of
+        one group together. Idempotent."""
         clean = True
-        for child in reversed(self.children):
-            clean = child.stop(lambda: self.hurry) and clean
+        pending = list(reversed(self.children))
+        while pending:
+            batch = [pending.pop(0)]
+            while pending and batch[0].group is not None and pending[0].group == batch[0].group:
+                batch.append(pending.pop(0))
+            for child in batch:
+                child.signal_stop()
+            for child in batch:
+                clean = child.wait_stopped(lambda: self.hurry) and clean
         return clean
 
     def _print_banner_when_up(self, timeout: float = 60.0) -> None:
-        """Waits for uvicorn to accept connections (or anything to die, or a signal), then prints where
-        to find the service."""
-        host, port = _connect_host(self.config.host), self.config.port
+        """Waits for every web endpoint to accept connections (or anything to die, or a signal), then
+        prints where to find the service."""
         deadline = time.monotonic() + timeout
-        while self.stop_signal is None and time.monotonic() < deadline:
+        waiting = list(self.endpoints)
+        while waiting and self.stop_signal is None and time.monotonic() < deadline:
             if any(child.poll() is not None for child in self.children):
                 return
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    break
-            except OSError:
+            if _accepts(waiting[0]):
+                waiting.pop(0)
+            else:
                 time.sleep(_POLL)
-        else:
+        if waiting:
             return
-        base = f"http://{_url_host(self.config.host)}:{port}"
+        if self.config.prod:
+            port = self.config.https_port
+            base = f"https://{_url_host(self.config.host)}{'' if port == 443 else f':{port}'}"
+        else:
+            base = f"http://{_url_host(self.config.host)}:{self.config.port}"
         password_file = self.config.var_dir / "admin-password.txt"
         lines = [
             f"Torchwire is up: {base}/",
@@ -389,13 +757,47 @@ class Launcher:
             f"  Admin:     {base}/admin/  (user 'admin'; first password in {password_file})",
             "  Ctrl-C stops everything.",
         ]
+        if self.config.prod:
+            lines.insert(3, f"  nginx:     {self.config.var_dir / 'nginx'} (self-signed unless TORCHWIRE_TLS_CERT)")
         bar = "-" * max(len(line) for line in lines)
         print("\n".join([bar, *lines, bar]), file=sys.stderr, flush=True)
 
 
-def main() -> int:
+def _accepts(endpoint: tuple[str, int] | Path) -> bool:
     try:
-        return Launcher(Config.from_env()).run()
+        if isinstance(endpoint, Path):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(0.5)
+                sock.connect(str(endpoint))
+        else:
+            socket.create_connection(endpoint, timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.launcher", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--prod", action="store_true", help="the production layout behind nginx (make run-prod)")
+    mode.add_argument("--certs", action="store_true", help="make the self-signed certificate (make certs)")
+    mode.add_argument("--nginx-conf", action="store_true", help="render and check the nginx config")
+    args = parser.parse_args(argv)
+    try:
+        if args.certs:
+            var_dir = _var_dir()
+            cert = Path(os.environ.get("TORCHWIRE_TLS_CERT") or var_dir / "certs" / "localhost.crt")
+            key = Path(os.environ.get("TORCHWIRE_TLS_KEY") or var_dir / "certs" / "localhost.key")
+            made = certificate_ensure(cert, key)
+            _log(f"{'made' if made else 'kept'} {cert} and {key}")
+            return 0
+        if args.nginx_conf:
+            config = Config.from_env(prod=True)
+            config.var_dir.mkdir(parents=True, exist_ok=True)
+            layout = prod_layout(config, os.environ)
+            _log(f"rendered {layout.site.conf}; nginx accepts it")
+            return 0
+        return Launcher(Config.from_env(prod=args.prod)).run()
     except LauncherError as exc:
         _log(f"error: {exc}")
         return 1

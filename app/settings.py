@@ -169,10 +169,12 @@ CACHES = {
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# The layer's pub/sub can be sharded over several Redis servers; each group lives on one of them.
+CHANNEL_LAYER_URLS = env_list("TORCHWIRE_CHANNEL_LAYER_URLS", [REDIS_URL])
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "tw:layer"},
+        "CONFIG": {"hosts": CHANNEL_LAYER_URLS, "prefix": "tw:layer"},
     }
 }
 
@@ -228,6 +230,14 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues per job type: TORCHWIRE_TASK_ROUTES="workers.tasks.train_job_task=train,..." sends those tasks
+# to their own queue, served by workers started with -Q (docs/deployment.md).
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
+for _route in env_list("TORCHWIRE_TASK_ROUTES", []):
+    _task, _, _queue = _route.partition("=")
+    if not _task.strip() or not _queue.strip():
+        raise ImproperlyConfigured(f"TORCHWIRE_TASK_ROUTES: {_route!r} is not task.name=queue")
+    CELERY_TASK_ROUTES[_task.strip()] = {"queue": _queue.strip()}
 CELERY_TIMEZONE = "UTC"
 
 # Auth
