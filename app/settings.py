@@ -101,9 +101,11 @@ INSTALLED_APPS = [
     "app.registry",
     "app.datasets",
     "app.jobs",
+    "app.system",
 ]
 
 MIDDLEWARE = [
+    "app.monitoring.middleware.HttpMetricsMiddleware",
     "app.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "app.core.middleware.ApiErrorEnvelopeMiddleware",

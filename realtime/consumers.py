@@ -9,6 +9,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from app.monitoring import metrics
+
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_NOT_FOUND = 4404
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -22,6 +24,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept(subprotocol=self.scope.get("accept_subprotocol"))
+        metrics.websocket_opened(self)
         expires_at: datetime | None = self.scope["principal"].expires_at
         if expires_at is not None:
             self._expiry_task = asyncio.create_task(self._expire_at(expires_at))
@@ -34,6 +37,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_TOKEN_EXPIRED)
 
     async def disconnect(self, code: int) -> None:
+        metrics.websocket_closed(self)
         if self._expiry_task is not None:
             self._expiry_task.cancel()
 

@@ -8,11 +8,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
 
+from app.monitoring import celery_metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
 
 app = Celery("torchwire")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.imports = ("workers.tasks",)
+celery_metrics.install()
 
 
 def _schedule() -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.accounts.models import Role
 from app.accounts.services import credential_authenticate
+from app.core.db import db_async
 from app.core.errors import Unauthorized, error_response
 
 from .metrics import render
@@ -40,4 +41,5 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     from app.serving.runtime import loaded_gauges
 
     loaded_gauges()
-    return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
+    # Off the loop: the multiprocess files, Redis and the jobs query block.
+    return HttpResponse(await db_async(render)(), content_type=CONTENT_TYPE_LATEST)
