@@ -34,6 +34,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from app.core.redis import get_redis
+from app.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ async def publish(topic: str, type: str, data: Mapping[str, Any]) -> Event:
     async with _redis_slot():
         reply = await get_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
     event = _published(topic, type, data_json, reply)
+    metrics.event_published(topic)
     try:
         layer = get_channel_layer()
         if layer is not None:
@@ -254,6 +256,7 @@ def publish_sync(topic: str, type: str, data: Mapping[str, Any]) -> Event:
     keys, args, data_json = _publish_args(topic, type, data)
     reply = _sync_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
     event = _published(topic, type, data_json, reply)
+    metrics.event_published(topic)
     try:
         layer = get_channel_layer()
         if layer is not None:

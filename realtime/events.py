@@ -11,6 +11,7 @@ from channels.db import aclose_old_connections
 from channels.exceptions import StopConsumer
 from redis.exceptions import RedisError
 
+from app.monitoring import metrics
 from realtime import bus
 from realtime.consumers import AuthenticatedConsumer
 from realtime.topics import TopicError, topic_authorize, topic_snapshot
@@ -77,6 +78,7 @@ class EventsConsumer(AuthenticatedConsumer):
 
     async def _teardown(self) -> None:
         self._closing = True
+        metrics.websocket_closed(self)
         for task in getattr(self, "_tasks", ()):
             task.cancel()
         for topic in list(getattr(self, "_cursors", {})):
@@ -149,6 +151,8 @@ class EventsConsumer(AuthenticatedConsumer):
         logger.info("events socket of %s is not keeping up; closing with %d",
                     self.scope["user"].username, CLOSE_SLOW_CONSUMER)
         # What is still queued is dropped: the client resumes from the last seq it got.
+        metrics.event_dropped(self._outbox.qsize())
+        metrics.slow_consumer_closed()
         self._drop_queued()
         self._outbox.put_nowait(_encode({
             "type": "error", "code": "slow_consumer",
@@ -198,10 +202,13 @@ class EventsConsumer(AuthenticatedConsumer):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLAY_SECONDS
+        if from_log and step:
+            metrics.event_replayed(len(step))
         for event in step:
             patience = min(STALL_SECONDS, deadline - loop.time()) if from_log else 0.0
             if not await self._emit(event.text, patience=patience):
                 return
+            metrics.event_delivered(1)
 
     async def _reset(self, cursor: bus.Cursor, reset: bus.Reset) -> None:
         topic = cursor.topic
