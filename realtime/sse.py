@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,28 @@ async def event_stream(topic: str, *, last_event_id: str | None = None,
             await receiving
 
 
+async def _until(stream: AsyncGenerator[bytes, None], expires_at: float) -> AsyncGenerator[bytes, None]:
+    """Ends the stream, after an ``error`` event saying why, when the credential that opened it expires
+    (as a websocket closes with 4401); the client reconnects with a fresh token and Last-Event-ID."""
+    iterator = stream.__aiter__()
+    try:
+        while True:
+            remaining = expires_at - time.time()
+            if remaining <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(iterator.__anext__(), timeout=remaining)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                break
+            yield chunk
+        body = '{"type":"error","code":"token_expired","message":"the access token expired; reconnect with a new one"}'
+        yield _frame("error", body)
+    finally:
+        await stream.aclose()
+
+
 async def sse_response(request: HttpRequest, *, topic: str, user: User) -> StreamingHttpResponse:
     """The streaming response for ``GET .../events``, after checking the topic's access rule (an unknown
     or forbidden topic is NotFound alike). Resumes from the ``Last-Event-ID`` header, or from
@@ -121,8 +144,12 @@ async def sse_response(request: HttpRequest, *, topic: str, user: User) -> Strea
     except TopicError:
         raise NotFound("no such event stream") from None
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    response = StreamingHttpResponse(event_stream(topic, last_event_id=last_event_id),
-                                     content_type="text/event-stream; charset=utf-8")
+    stream = event_stream(topic, last_event_id=last_event_id)
+    principal = getattr(request, "principal", None)
+    expires_at = getattr(principal, "expires_at", None)
+    if expires_at is not None:
+        stream = _until(stream, expires_at.timestamp())
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -142,3 +142,21 @@ def test_sse_stream_with_last_event_id(server, client, make_user, upload_csv, ce
     resume_from = everything[2][0]
     tail = read({"Last-Event-ID": resume_from})
     assert [f[1]["seq"] for f in tail] == [f[1]["seq"] for f in everything[3:]]
+
+
+def test_sse_ends_when_the_token_expires(server, client, make_user, upload_csv):
+    from tests.support import make_jwt
+
+    account = make_user("member")
+    token = login(client, account)["access"]
+    dataset_id = upload_csv(token, classification_csv(rows=50))
+    job_id = _start(client, token, dataset_id, "sse-expiry")
+    short = make_jwt(account.pk, lifetime=2)
+    events: list[str] = []
+    with httpx.stream("GET", f"{server.url}/api/v1/jobs/{job_id}/events?last_event_id=0",
+                      headers=bearer(short), timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                events.append(line.partition(":")[2].strip())
+    assert events[-1] == "error" and "queued" in events
