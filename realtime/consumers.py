@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,11 +113,13 @@ class InferConsumer(AuthenticatedConsumer):
 
     async def _infer(self, content: dict[str, Any]) -> None:
         from app.core.errors import STATUS_CODES, ApiError
+        from app.monitoring import recording
         from app.serving import runtime
         from inference import v2
         from inference.errors import InferenceError
 
         request_id = content.get("id")
+        started = time.perf_counter()
         try:
             model = content.pop("model", None)
             version = content.pop("version", None)
@@ -127,12 +130,16 @@ class InferConsumer(AuthenticatedConsumer):
             if request_id is not None:
                 content["id"] = request_id = str(request_id)
             target = await runtime.resolve(self.scope["user"], model, None if version is None else int(version))
-            decoded = v2.decode_infer_request(json.dumps(content).encode(), None)
-            names, _ = decoded.output_selection(target.signature.output_names)
-            timeout = decoded.timeout_seconds
-            deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
-            served, outputs = await runtime.infer(target, dict(decoded.inputs), deadline=deadline, protocol="ws")
+            with recording.observe(target, protocol="ws", started=started) as seen:
+                decoded = v2.decode_infer_request(json.dumps(content).encode(), None)
+                names, _ = decoded.output_selection(target.signature.output_names)
+                timeout = decoded.timeout_seconds
+                deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
+                inputs = dict(decoded.inputs)
+                served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="ws")
+                seen.tensors(served, inputs, outputs)
             body, _ = v2.encode_infer_response(model, str(served), request_id, {n: outputs[n] for n in names}, False)
+            body, _ = recording.with_prediction_id(body, None, seen.prediction_id)
             await self.send(text_data=body.decode())
         except InferenceError as exc:
             await self.send_json({"id": request_id, "code": exc.code, "error": exc.message})

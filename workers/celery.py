@@ -27,6 +27,9 @@ def _schedule() -> dict[str, dict[str, Any]]:
         "events-trim": {"task": "workers.tasks.events_trim_task", "schedule": float(settings.EVENT_TRIM_SECONDS)},
         "storage-orphans": {"task": "workers.tasks.storage_orphans_sweep_task",
                             "schedule": float(settings.ORPHAN_SWEEP_SECONDS)},
+        "monitoring-drift": {"task": "workers.tasks.monitoring_drift_check_task",
+                             "schedule": float(settings.DRIFT_CHECK_SECONDS)},
+        "monitoring-trim": {"task": "workers.tasks.monitoring_trim_task", "schedule": 3600.0},
     }
 
 

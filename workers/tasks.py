@@ -63,3 +63,18 @@ def storage_orphans_sweep_task() -> int:
     from app.system.services import storage_orphans_sweep
 
     return len(storage_orphans_sweep())
+
+
+@app.task(name="workers.tasks.monitoring_drift_check_task")
+def monitoring_drift_check_task() -> int:
+    """Drift of every version with recent raw-record traffic; a redelivery skips versions just checked."""
+    from app.monitoring.services import drift_check_scheduled
+
+    return drift_check_scheduled()
+
+
+@app.task(name="workers.tasks.monitoring_trim_task")
+def monitoring_trim_task() -> int:
+    from app.monitoring.services import monitoring_trim
+
+    return monitoring_trim()

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from app.api.auth import Controller, bearer_auth
 from app.core.errors import Invalid
+from app.monitoring import recording
 
 from . import records, runtime
 from .arrays import inputs_from_json, outputs_to_json
@@ -20,6 +21,7 @@ class PredictIn(Schema):
 class PredictOut(Schema):
     model: str
     version: int
+    prediction_id: str = Field(description="Names this prediction for feedback; row i of a batch is (prediction_id, i)")
     outputs: Any
     timing: dict[str, float]
 
@@ -44,18 +46,22 @@ class PredictController(Controller):
         request = self.http_request
         started = time.perf_counter()
         target = await runtime.resolve(self.caller, name, version)
-        deadline = runtime.deadline_for(target, timeout_header(request))
-        if records.is_records(payload.inputs):
-            inputs = records.records_to_inputs(target, payload.inputs)
-            served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
-            answer: Any = records.outputs_to_records(target, outputs)
-        else:
-            inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
-            served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
-            answer = outputs_to_json(outputs, shorthand)
+        with recording.observe(target, protocol="rest", started=started) as seen:
+            deadline = runtime.deadline_for(target, timeout_header(request))
+            if records.is_records(payload.inputs):
+                inputs = records.records_to_inputs(target, payload.inputs)
+                served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+                answer: Any = records.outputs_to_records(target, outputs)
+                seen.records(served_version, payload.inputs, answer)
+            else:
+                inputs, shorthand = inputs_from_json(target.signature, payload.inputs)
+                served_version, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="rest")
+                answer = outputs_to_json(outputs, shorthand)
+                seen.tensors(served_version, inputs, outputs)
         return {
             "model": name,
             "version": served_version,
+            "prediction_id": seen.prediction_id,
             "outputs": answer,
             "timing": {"total_ms": round((time.perf_counter() - started) * 1000, 3)},
         }

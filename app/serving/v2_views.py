@@ -7,6 +7,7 @@ envelope). Health endpoints are open; everything else takes the same bearer cred
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
@@ -20,6 +21,7 @@ from app.accounts.models import User
 from app.accounts.services import credential_authenticate
 from app.core.errors import ApiError, NotFound
 from app.core.lifecycle import state
+from app.monitoring import recording
 from inference import v2
 from inference.errors import InferenceError, QueueFull, V2Error
 from inference.signature import Signature
@@ -147,14 +149,19 @@ async def model_infer(request: HttpRequest, name: str, version: str | None = Non
     except ValueError:
         raise V2Error(f"{v2.HEADER_LENGTH_HEADER} must be an integer") from None
     body = request.body
+    started = time.perf_counter()
     target = await runtime.resolve(user, name, _version(version))
-    decoded = v2.decode_infer_request(body, header_length)
-    names, binary = decoded.output_selection(target.signature.output_names)
-    timeout = decoded.timeout_seconds
-    deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
-    served, outputs = await runtime.infer(target, dict(decoded.inputs), deadline=deadline, protocol="v2")
+    with recording.observe(target, protocol="v2", started=started) as seen:
+        decoded = v2.decode_infer_request(body, header_length)
+        names, binary = decoded.output_selection(target.signature.output_names)
+        timeout = decoded.timeout_seconds
+        deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
+        inputs = dict(decoded.inputs)
+        served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="v2")
+        seen.tensors(served, inputs, outputs)
     selected = {n: outputs[n] for n in names}
     payload, json_length = v2.encode_infer_response(name, str(served), decoded.id, selected, binary)
+    payload, json_length = recording.with_prediction_id(payload, json_length, seen.prediction_id)
     if json_length is None:
         return HttpResponse(payload, content_type="application/json")
     response = HttpResponse(payload, content_type="application/octet-stream")

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class MonitoringConfig(AppConfig):
+    name = "app.monitoring"
+    label = "monitoring"
+    verbose_name = "Model monitoring"
+
+    def ready(self) -> None:
+        # Registers the recorder's shutdown flush now, before app.serving.runtime registers the pool's
+        # drain: hooks run in reverse order, so requests that finish while the pool drains still get
+        # written.
+        from . import recording  # noqa: F401

@@ -1,0 +1,446 @@
+"""Recording predictions and request outcomes, off the request path.
+
+REST, V2 and the websocket wrap each inference call in `observe`, on the event loop. There it costs a
+uuid, a clock read, a random draw against the model's sample rate and a list append: inputs and
+outputs are kept by reference, and turned into rows (JSON-safe, capped) only when written. A flusher
+task on the same loop writes every PREDICTION_FLUSH_SECONDS, or sooner once FLUSH_ROWS wait, in one
+executor call to `services.monitoring_batch_write`.
+
+At most PREDICTION_BUFFER_ROWS sampled rows wait in memory; a request that would overflow the buffer,
+or whose write fails, is not recorded and is counted in ``torchwire_prediction_rows_dropped_total``.
+The answer never waits for the database.
+
+Request outcomes (count, errors by code, latency histogram) are not sampled: they are aggregated per
+minute in memory and written as absolute values to this process's `RequestStats` rows.
+
+Sample rates come from `MonitoringConfig`, refreshed by the flusher (a model seen for the first time
+is looked up at the next flush, and uses the default until then), so no request waits on a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.conf import settings
+from prometheus_client import Counter
+
+from app.core.db import db_async
+from app.core.errors import STATUS_CODES
+from app.core.lifecycle import on_shutdown
+
+if TYPE_CHECKING:
+    from app.serving.runtime import Target
+
+    from .models import PredictionRecord
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds (ms) of the request latency histogram; one more bucket counts what is above the last.
+LATENCY_EDGES_MS: tuple[float, ...] = (
+    0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 10000, 30000, 60000,
+)
+FLUSH_ROWS = 2000
+CONFIG_REFRESH_SECONDS = 5.0
+# Minute aggregates the database keeps refusing are given up after this many minutes.
+STATS_RETRY_MINUTES = 10
+
+ROWS_DROPPED = Counter(
+    "torchwire_prediction_rows_dropped_total", "Sampled prediction rows not recorded", ["model", "reason"]
+)
+ROWS_RECORDED = Counter("torchwire_prediction_rows_recorded_total", "Sampled prediction rows written", ["model"])
+
+
+def source() -> str:
+    """Names this serving process in `RequestStats` (one writer per row)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A sampled request waiting to be written; arrays and records are the request's own objects."""
+
+    model_id: int
+    model: str
+    version: int
+    protocol: str
+    prediction_id: str
+    at: float
+    latency_ms: float
+    rows: int
+    task: str
+    labels: list[str]
+    records: Sequence[Mapping[str, Any]] | None = None
+    answers: Sequence[Mapping[str, Any]] | None = None
+    inputs: Mapping[str, np.ndarray] | None = None
+    outputs: Mapping[str, np.ndarray] | None = None
+    output_name: str | None = None
+
+
+@dataclass(slots=True)
+class _Minute:
+    requests: int = 0
+    errors: int = 0
+    rows: int = 0
+    latency_sum: float = 0.0
+    latency_max: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_EDGES_MS) + 1))
+    changes: int = 0
+    written: int = 0
+
+
+_MinuteKey = tuple[int, int, str, int]  # model id, version, protocol, minute (epoch seconds // 60)
+
+
+class Recorder:
+    """This process's buffer. Every method except `rate_changed` runs on the serving event loop."""
+
+    def __init__(self) -> None:
+        self._pending: list[Pending] = []
+        self._pending_rows = 0
+        self._minutes: dict[_MinuteKey, _Minute] = {}
+        self._rates: dict[int, float] = {}
+        self._seen: set[int] = set()
+        self._refresh_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    # --- request path -------------------------------------------------------------------------
+
+    def sampled(self, model_id: int) -> bool:
+        if model_id not in self._seen:
+            self._seen.add(model_id)
+            self._refresh_due = 0.0
+        rate = self._rates.get(model_id, settings.PREDICTION_SAMPLE_RATE)
+        return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
+
+    def request(self, *, model_id: int, version: int, protocol: str, status: str, latency_ms: float,
+                rows: int) -> None:
+        key = (model_id, version, protocol, int(time.time() // 60))
+        minute = self._minutes.get(key)
+        if minute is None:
+            minute = self._minutes[key] = _Minute()
+        minute.requests += 1
+        minute.rows += rows
+        minute.latency_sum += latency_ms
+        minute.latency_max = max(minute.latency_max, latency_ms)
+        minute.buckets[bisect.bisect_left(LATENCY_EDGES_MS, latency_ms)] += 1
+        if status != "ok":
+            minute.errors += 1
+            minute.statuses[status] = minute.statuses.get(status, 0) + 1
+        minute.changes += 1
+        self._ensure_running()
+
+    def add(self, item: Pending) -> None:
+        if self._pending_rows + item.rows > settings.PREDICTION_BUFFER_ROWS:
+            ROWS_DROPPED.labels(item.model, "buffer_full").inc(item.rows)
+            return
+        self._pending.append(item)
+        self._pending_rows += item.rows
+        self._ensure_running()
+        if self._pending_rows >= FLUSH_ROWS:
+            self._wake.set()
+
+    def rate_changed(self, model_id: int, rate: float | None) -> None:
+        """The process that changed a model's config applies it at once; callable from any thread."""
+        if rate is None:
+            self._rates.pop(model_id, None)
+        else:
+            self._rates[model_id] = rate
+
+    # --- flushing -------------------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # asyncio primitives belong to the loop that first waits on them.
+            self._loop, self._lock, self._wake, self._task = loop, asyncio.Lock(), asyncio.Event(), None
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="monitoring-recorder")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), settings.PREDICTION_FLUSH_SECONDS)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._flush()
+                if self._seen and time.monotonic() >= self._refresh_due:
+                    await self._refresh_rates()
+            except Exception:
+                logger.exception("monitoring: flushing recorded predictions failed")
+
+    async def _refresh_rates(self) -> None:
+        from .selectors import sample_rates
+
+        self._refresh_due = time.monotonic() + CONFIG_REFRESH_SECONDS
+        ids = sorted(self._seen)
+        rates = await db_async(sample_rates)(model_ids=ids)
+        for model_id in ids:
+            self.rate_changed(model_id, rates.get(model_id))
+
+    async def flush(self) -> None:
+        """Writes everything this process recorded before the call. Await it on the serving loop before
+        reading recorded rows (feedback, checks), so a client reads what it just predicted."""
+        self._ensure_running()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            dirty = [(key, m.changes, _stats_row(key, m)) for key, m in self._minutes.items() if m.changes != m.written]
+            if pending or dirty:
+                try:
+                    await db_async(_write)(pending, [row for _, _, row in dirty], source())
+                except Exception:
+                    logger.exception("monitoring: could not write %d prediction rows", sum(p.rows for p in pending))
+                    for item in pending:
+                        ROWS_DROPPED.labels(item.model, "write_failed").inc(item.rows)
+                    dirty = []
+                for key, changes, _ in dirty:
+                    minute = self._minutes.get(key)
+                    if minute is not None:
+                        minute.written = max(minute.written, changes)
+            self._prune()
+
+    def _prune(self) -> None:
+        now = int(time.time() // 60)
+        for key in [k for k, m in self._minutes.items()
+                    if (k[3] < now - 1 and m.changes == m.written) or k[3] < now - STATS_RETRY_MINUTES]:
+            del self._minutes[key]
+
+    async def close(self) -> None:
+        """Stops the flusher and writes what is left: the last shutdown hook, after the pool drained."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        if self._loop is not asyncio.get_running_loop():
+            return
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush()
+
+
+recorder = Recorder()
+
+
+@on_shutdown
+async def _close_recorder() -> None:
+    await recorder.close()
+
+
+class Observation:
+    """One inference request between `runtime.resolve` and its answer; use it as a context manager
+    around the call, then report the outcome with `records` or `tensors`. An exception leaving the
+    block is counted as an error (its code). Runs on the event loop."""
+
+    __slots__ = ("_done", "_protocol", "_started", "_target", "prediction_id")
+
+    def __init__(self, target: Target, protocol: str, started: float | None) -> None:
+        self.prediction_id = str(uuid.uuid4())
+        self._target = target
+        self._protocol = protocol
+        self._started = time.perf_counter() if started is None else started
+        self._done = False
+
+    def __enter__(self) -> Observation:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and not self._done:
+            self._done = True
+            try:
+                recorder.request(model_id=self._target.model.id, version=self._target.version,
+                                 protocol=self._protocol, status=_status(exc), latency_ms=self._elapsed_ms(), rows=0)
+            except Exception:
+                logger.exception("monitoring: could not count a failed request")
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._started) * 1000.0
+
+    def _finish(self, version: int, rows: int, **data: Any) -> None:
+        """Never raises: a monitoring fault must not turn an answered prediction into an error."""
+        try:
+            self._record(version, rows, **data)
+        except Exception:
+            logger.exception("monitoring: could not record a prediction of %s", self._target.model.name)
+
+    def _record(self, version: int, rows: int, **data: Any) -> None:
+        latency = self._elapsed_ms()
+        self._done = True
+        target = self._target
+        recorder.request(model_id=target.model.id, version=version, protocol=self._protocol, status="ok",
+                         latency_ms=latency, rows=rows)
+        if recorder.sampled(target.model.id):
+            labels = target.extras.get("labels")
+            recorder.add(Pending(
+                model_id=target.model.id, model=target.model.name, version=version, protocol=self._protocol,
+                prediction_id=self.prediction_id, at=time.time(), latency_ms=latency, rows=rows,
+                task=str(target.extras.get("task") or ""), labels=list(labels) if isinstance(labels, list) else [],
+                **data,
+            ))
+
+    def records(self, version: int, records: Sequence[Mapping[str, Any]], answers: Sequence[Mapping[str, Any]]) -> None:
+        """A raw-records prediction answered by ``version``."""
+        self._finish(version, len(records), records=records, answers=answers)
+
+    def tensors(self, version: int, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        """A tensor prediction answered by ``version``; row ``i`` is index ``i`` of the first dimension."""
+        first = next(iter(inputs.values()), None)
+        rows = int(first.shape[0]) if first is not None and first.ndim >= 1 else 1
+        output_name = self._target.signature.outputs[0].name if self._target.signature.outputs else None
+        self._finish(version, rows, inputs=inputs, outputs=outputs, output_name=output_name)
+
+
+def observe(target: Target, *, protocol: str, started: float | None = None) -> Observation:
+    """Starts observing a call; ``started`` (a `time.perf_counter` value) defaults to now."""
+    return Observation(target, protocol, started)
+
+
+def with_prediction_id(body: bytes, json_length: int | None, prediction_id: str) -> tuple[bytes, int | None]:
+    """Adds ``parameters.prediction_id`` to a body from `inference.v2.encode_infer_response`, whose JSON
+    part is always an object that carries no response parameters of its own."""
+    if body[:1] != b"{":
+        raise ValueError("not a V2 infer response")
+    prefix = b'{"parameters":{"prediction_id":"' + prediction_id.encode() + b'"},'
+    return prefix + body[1:], None if json_length is None else json_length + len(prefix) - 1
+
+
+def _status(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code[:32]
+    status = getattr(exc, "status", None)
+    return STATUS_CODES.get(status, "error") if isinstance(status, int) else "error"
+
+
+def _stats_row(key: _MinuteKey, minute: _Minute) -> dict[str, Any]:
+    model_id, version, protocol, at = key
+    return {
+        "model_id": model_id, "version": version, "protocol": protocol,
+        "minute": datetime.fromtimestamp(at * 60, tz=UTC), "requests": minute.requests, "errors": minute.errors,
+        "rows": minute.rows, "statuses": dict(minute.statuses), "latency_sum_ms": minute.latency_sum,
+        "latency_max_ms": minute.latency_max, "latency_buckets": list(minute.buckets),
+    }
+
+
+# --- on the executor thread -----------------------------------------------------------------------
+
+
+def _write(pending: list[Pending], stats: list[dict[str, Any]], source_name: str) -> None:
+    from . import services
+    from .models import RequestStats
+
+    records = [record for item in pending for record in _expand(item)]
+    services.monitoring_batch_write(
+        records=records, stats=[RequestStats(source=source_name, **row) for row in stats]
+    )
+    for item in pending:
+        ROWS_RECORDED.labels(item.model).inc(item.rows)
+
+
+def _expand(item: Pending) -> list[PredictionRecord]:
+    from .models import InputKind, PredictionRecord, Task
+
+    common: dict[str, Any] = {
+        "model_id": item.model_id, "version": item.version, "prediction_id": uuid.UUID(item.prediction_id),
+        "rows": item.rows, "protocol": item.protocol, "created_at": datetime.fromtimestamp(item.at, tz=UTC),
+        "latency_ms": item.latency_ms,
+    }
+    out: list[PredictionRecord] = []
+    if item.records is not None and item.answers is not None:
+        for row, (record, answer) in enumerate(zip(item.records, item.answers, strict=False)):
+            label, value = answer.get("label"), _finite(answer.get("value"))
+            task = Task.CLASSIFICATION if label is not None else Task.REGRESSION if value is not None else ""
+            out.append(PredictionRecord(
+                row=row, kind=InputKind.RECORDS, inputs=_clean(dict(record)), outputs=_clean(dict(answer)),
+                task=task, label="" if label is None else str(label), value=value, **common,
+            ))
+        return out
+    inputs = {name: _tensor_rows(array, item.rows) for name, array in (item.inputs or {}).items()}
+    outputs = {name: _tensor_rows(array, item.rows) for name, array in (item.outputs or {}).items()}
+    scored = _scores(item)
+    for row in range(item.rows):
+        task, label, value = scored[row] if scored is not None else ("", None, None)
+        row_inputs = {name: rows[row][0] for name, rows in inputs.items() if row < len(rows)}
+        row_outputs = {name: rows[row][0] for name, rows in outputs.items() if row < len(rows)}
+        truncated = any(rows[row][1] for rows in (*inputs.values(), *outputs.values()) if row < len(rows))
+        out.append(PredictionRecord(
+            row=row, kind=InputKind.TENSORS, inputs=row_inputs, outputs=row_outputs, truncated=truncated,
+            task=task, label=label or "", value=value, **common,
+        ))
+    return out
+
+
+def _tensor_rows(array: np.ndarray, rows: int) -> list[tuple[Any, bool]]:
+    """Per row: its values as JSON (nested lists; flat and cut to PREDICTION_MAX_VALUES when longer) and
+    whether they were cut."""
+    cap = settings.PREDICTION_MAX_VALUES
+    if array.ndim == 0 or array.shape[0] != rows:
+        return []
+    finite = array.dtype.kind != "f" or bool(np.isfinite(array).all())
+    out: list[tuple[Any, bool]] = []
+    for row in array:
+        cut = row.size > cap
+        values = row.reshape(-1)[:cap].tolist() if cut else row.tolist()
+        out.append((values if finite else _clean(values), cut))
+    return out
+
+
+def _scores(item: Pending) -> list[tuple[str, str | None, float | None]] | None:
+    """(task, predicted label, predicted value) per row from the first output. Torchwire-trained versions
+    say their task and labels; another model counts as regression when it outputs one value per row,
+    else as classification by the index of its largest output."""
+    array = (item.outputs or {}).get(item.output_name or "")
+    if array is None or array.ndim == 0 or array.shape[0] != item.rows:
+        return None
+    flat = np.asarray(array, dtype=np.float64).reshape(item.rows, -1)
+    if flat.shape[1] == 0:
+        return None
+    if item.task == "regression" or (item.task != "classification" and flat.shape[1] == 1):
+        return [("regression", None, _finite(float(v))) for v in flat[:, 0]]
+    named = item.task == "classification" and len(item.labels) == flat.shape[1]
+    winners = np.nan_to_num(flat, nan=-np.inf).argmax(axis=1)
+    return [("classification", item.labels[w] if named else str(int(w)), None) for w in winners]
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities (which a client may send and a model may output) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
