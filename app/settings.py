@@ -146,7 +146,7 @@ _db["ATOMIC_REQUESTS"] = False
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"]["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 1),
-        "max_size": env_int("DATABASE_POOL_MAX", 10),
+        "max_size": env_int("DATABASE_POOL_MAX", 20),
         "timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
     }
     _db["OPTIONS"].setdefault("connect_timeout", 5)
@@ -203,6 +203,8 @@ EVENT_LOG_RETENTION_DAYS = env_int("TORCHWIRE_EVENT_LOG_RETENTION_DAYS", 7)
 ORPHAN_SWEEP_SECONDS = env_int("TORCHWIRE_ORPHAN_SWEEP_SECONDS", 3600)
 WS_PING_SECONDS = env_int("TORCHWIRE_WS_PING_SECONDS", 20)
 WS_SEND_BUFFER = env_int("TORCHWIRE_WS_SEND_BUFFER", 1000)
+WS_MAX_TOPICS = env_int("TORCHWIRE_WS_MAX_TOPICS", 100)
+REDIS_MAX_CONNECTIONS = env_int("TORCHWIRE_REDIS_MAX_CONNECTIONS", 100)
 
 # Serving (the batched executor inside each ASGI process).
 MODEL_MEMORY_MB = env_int("TORCHWIRE_MODEL_MEMORY_MB", 4096)

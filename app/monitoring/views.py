@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -33,7 +32,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
         if scheme.lower() != "bearer" or not token.strip():
             return error_response(401, "metrics need admin credentials from outside loopback")
         try:
-            principal = await sync_to_async(credential_authenticate)(raw=token.strip())
+            principal = await db_async(credential_authenticate)(raw=token.strip())
         except Unauthorized as exc:
             return error_response(401, exc.message)
         if not principal.user.has_role(Role.ADMIN):

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from app.accounts.models import User
 from app.accounts.services import credential_authenticate
+from app.core.db import db_async
 from app.core.errors import ApiError, NotFound
 from app.core.lifecycle import state
 from app.monitoring import recording
@@ -68,7 +69,7 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
                         response = _error(401, "authentication required: send Authorization: Bearer <token or API key>")
                         response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
                         return response
-                    principal = await sync_to_async(credential_authenticate)(raw=token.strip())
+                    principal = await db_async(credential_authenticate)(raw=token.strip())
                     request.user = principal.user
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
