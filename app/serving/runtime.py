@@ -72,12 +72,7 @@ async def _load(model_name: str, version_label: str) -> LoadedModel:
         config=version.config,
         signature=Signature.from_dict(version.signature),
         device=info.device,
-        batch=BatchConfig(
-            max_batch_size=info.max_batch_size,
-            max_delay_ms=info.max_delay_ms,
-            max_queue=info.max_queue,
-            timeout_ms=info.timeout_ms,
-        ),
+        batch=_batch_config(info),
         allow_code=settings.ALLOW_CODE_ARTIFACTS,
         sha256=version.artifact_sha256,  # the pool verifies it on every load
     )
@@ -128,13 +123,35 @@ async def _stop() -> None:
 
 
 def _on_registry_change(name: str, version: int | None) -> None:
-    """Called on commit of a promotion or settings change in this process."""
+    """Called on commit of a promotion or settings change in this process, on whatever thread ran the
+    transaction: only the catalog entry is dropped here; requests pick the change up (`_apply_settings`)."""
     catalog.forget(name)
-    if version is None and _pool is not None:
-        # Serving settings changed: reload versions with the new batch config on their next request.
-        loaded = [s.version for s in _pool.loaded() if s.model == name]
-        for label in loaded:
-            asyncio.get_running_loop().create_task(_pool.unload(name, label))
+
+
+def _batch_config(info: catalog.ModelInfo) -> BatchConfig:
+    return BatchConfig(max_batch_size=info.max_batch_size, max_delay_ms=info.max_delay_ms, max_queue=info.max_queue,
+                       timeout_ms=info.timeout_ms)
+
+
+_applied: dict[str, tuple[BatchConfig, str]] = {}
+
+
+def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
+    """Brings loaded versions in line with the model's serving settings (each process sees a change
+    within the catalog's TTL). Batch settings apply in place: the batcher reads its config for every
+    batch, so nothing is unloaded and no request fails. A new device needs a reload, done in the
+    background while the old copy keeps serving what it holds."""
+    wanted = (_batch_config(info), info.device)
+    if _applied.get(info.name) == wanted:
+        return
+    _applied[info.name] = wanted
+    for served in pool.loaded():
+        if served.model != info.name:
+            continue
+        if served.spec.device != info.device:
+            asyncio.get_running_loop().create_task(pool.unload(info.name, served.version))
+        else:
+            served.batcher.config = wanted[0]
 
 
 registry_services.promotion_listeners.append(_on_registry_change)
@@ -157,6 +174,7 @@ async def resolve(user: User, name: str, version: int | None) -> Target:
     if not user.has_role(Role.MEMBER):
         raise Forbidden("calling a model needs the member role or higher")
     pool = get_pool()
+    _apply_settings(pool, info)
     if version is not None:
         number, label = version, str(version)
     else:

@@ -135,3 +135,17 @@ def test_concurrent_callers_each_get_their_own_rows(client, server, publish_mode
         for rows, outputs in pool.map(call, requests):
             assert len(outputs) == len(rows)
             assert _close(outputs, model.expected(rows), tol=1e-4)
+
+
+def test_serving_settings_apply_to_a_loaded_model(client, publish_model):
+    model = publish_model("rest-settings")
+    url = "/api/v1/models/rest-settings/predict"
+    assert client.post(url, json={"inputs": ROWS}, headers=bearer(model.token)).status_code == 200
+    patched = client.patch("/api/v1/models/rest-settings", json={"max_queue": 1}, headers=bearer(model.token))
+    assert patched.status_code == 200
+    # Two rows can never fit a one-row queue: refused at once, by the already loaded batcher.
+    response = client.post(url, json={"inputs": ROWS}, headers=bearer(model.token))
+    assert response.status_code == 413, response.text
+    assert client.post(url, json={"inputs": ROWS[:1]}, headers=bearer(model.token)).status_code == 200
+    client.patch("/api/v1/models/rest-settings", json={"max_queue": 64}, headers=bearer(model.token))
+    assert client.post(url, json={"inputs": ROWS}, headers=bearer(model.token)).status_code == 200
