@@ -164,9 +164,12 @@ def test_database_pool_and_jobs_gauges(client, service_env):
     if not service_env["DATABASE_URL"].startswith("postgres"):
         assert "torchwire_db_pool_connections" not in text
         return
-    assert value(text, "torchwire_db_pool_max_connections", database="default") == 10
+    from django.conf import settings
+
+    pool_max = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+    assert value(text, "torchwire_db_pool_max_connections", database="default") == pool_max
     held = value(text, "torchwire_db_pool_connections", database="default")
-    assert 1 <= held <= 10
+    assert 1 <= held <= pool_max
     assert value(text, "torchwire_db_pool_waiting_requests", database="default") == 0
 
 
