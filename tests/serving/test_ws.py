@@ -26,7 +26,7 @@ async def test_many_in_flight_answered_by_id(server, publish_model):
     async with websockets.connect(f"{server.ws_url}/ws/v1/infer", subprotocols=["bearer", model.token]) as ws:
         for i in range(50):
             await ws.send(_request(i, requests[f"r{i}"]))
-        answers = {}
+        answers: dict[str, dict] = {}
         while len(answers) < 50:
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             answers[message["id"]] = message
