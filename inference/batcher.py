@@ -288,8 +288,9 @@ class Batcher:
             if request.remaining == 0:
                 queue.popleft()
         if not queue:
-            del self._queues[key]
-            del self._group_rows[key]
+            # `_fail`/`_withdraw` may already have dropped the group (its last request was abandoned).
+            self._queues.pop(key, None)
+            self._group_rows.pop(key, None)
         self._set_queued(self._queued_rows)
         return batch
 

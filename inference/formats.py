@@ -97,14 +97,17 @@ def sniff(path: str | os.PathLike[str]) -> str:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    if head.startswith(b"PK\x03\x04"):
-        return _sniff_zip(path)
+    # Safetensors first: its 8-byte little-endian header length can itself start with 0x80 0x02..0x05
+    # (a header of 0x280 bytes, say), which would otherwise read as a pickle's protocol opcode. A
+    # plausible length followed by '{' cannot be a pickle, whose third byte is an opcode, never '{'.
     if len(head) == 9:
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len <= min(size - 8, _MAX_SAFETENSORS_HEADER) and head[8:9] == b"{":
             return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head.startswith(b"PK\x03\x04"):
+        return _sniff_zip(path)
     return "unknown"
 
 

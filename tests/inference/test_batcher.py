@@ -491,3 +491,39 @@ async def test_images_of_different_sizes_through_a_real_cnn() -> None:
         with torch.inference_mode():
             alone = module(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(result["output"], alone, rtol=1e-10, atol=1e-12)
+
+
+async def test_abandoning_the_last_queued_request_keeps_the_batcher_alive():
+    """The head of a group abandoned while a batch computes must not kill the dispatcher."""
+    import asyncio
+
+    import numpy as np
+
+    from inference.batcher import BatchConfig, Batcher
+
+    class GatedRunner:
+        def __init__(self) -> None:
+            self.gate = asyncio.Event()
+
+        async def forward(self, inputs):
+            await self.gate.wait()
+            self.gate.clear()
+            return {"y": inputs["x"] * 2}
+
+    runner = GatedRunner()
+    batcher = Batcher(runner, BatchConfig(max_batch_size=4, max_delay_ms=0))
+    await batcher.start()
+    x = {"x": np.ones((1, 3), dtype=np.float32)}
+    a = asyncio.create_task(batcher.submit(x))
+    await asyncio.sleep(0.01)
+    b = asyncio.create_task(batcher.submit(x))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    b.cancel()
+    await asyncio.sleep(0.05)
+    assert (await a)["y"].tolist() == [[2.0, 2.0, 2.0]]
+    c = asyncio.create_task(batcher.submit(x))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    assert (await asyncio.wait_for(c, 5))["y"].tolist() == [[2.0, 2.0, 2.0]]
+    await batcher.drain(1)

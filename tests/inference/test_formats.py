@@ -199,3 +199,19 @@ def test_pickles_are_refused_in_every_format_before_deserialization(tmp_path: Pa
             if fmt in FORMATS and label.startswith(("pickle-2", "pickle-5", "torch.save")):
                 assert "pickle" in err.value.message, (label, err.value.message)
         assert not canary.exists(), f"{label} as {fmt} was unpickled"
+
+
+def test_safetensors_whose_header_length_looks_like_a_pickle_opcode(tmp_path):
+    """A 0x280-byte header makes the file start with 80 02, the pickle protocol-2 opcode."""
+    import json
+    import struct
+
+    from inference.formats import sniff
+
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (0x280 - len(raw))
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert sniff(path) == "safetensors"
