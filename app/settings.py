@@ -284,6 +284,9 @@ NINJA_JWT = {
 LOGIN_RATE_LIMIT = env_int("TORCHWIRE_LOGIN_RATE_LIMIT", 10)
 LOGIN_RATE_WINDOW = env_int("TORCHWIRE_LOGIN_RATE_WINDOW", 60)
 REALTIME_TICKET_SECONDS = 30
+# Seconds a process may reuse an authenticated bearer credential without asking the database
+# (app/accounts/auth_cache.py); also how long another process may still accept a revoked one. 0 disables.
+AUTH_CACHE_SECONDS = float(env("TORCHWIRE_AUTH_CACHE_SECONDS", "5"))
 # Browsers always send Origin on a websocket handshake; these are the origins they may come from, on
 # top of the ALLOWED_HOSTS on any scheme.
 WEBSOCKET_ALLOWED_ORIGINS = env_list("TORCHWIRE_WEBSOCKET_ALLOWED_ORIGINS", [])

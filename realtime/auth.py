@@ -16,8 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.http.request import validate_host
 
+from app.accounts import auth_cache
 from app.accounts.models import User
-from app.accounts.services import Principal, credential_authenticate
+from app.accounts.services import Principal
 from app.accounts.tickets import ticket_redeem
 from app.core.db import db_async
 from app.core.errors import Unauthorized
@@ -63,7 +64,7 @@ async def authenticate_scope(scope: dict[str, Any]) -> tuple[Principal, str | No
         if len(subprotocols) < 2:
             raise HandshakeRefused("bearer subprotocol without a token")
         try:
-            principal = await db_async(credential_authenticate)(raw=subprotocols[1])
+            principal = await auth_cache.authenticate(subprotocols[1])
         except Unauthorized as exc:
             raise HandshakeRefused(exc.message) from exc
         return principal, SUBPROTOCOL

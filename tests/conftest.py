@@ -25,6 +25,16 @@ def _clean_test_redis() -> None:
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _forget_cached_principals() -> Iterator[None]:
+    """No test sees a principal cached by another (app/accounts/auth_cache.py; rows are rolled back)."""
+    from app.accounts import auth_cache
+
+    auth_cache.forget_all()
+    yield
+    auth_cache.forget_all()
+
+
 def _test_database_url() -> str:
     from django.db import connection
 

@@ -98,12 +98,20 @@ def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
     raise RuntimeError("could not allocate a unique API key prefix")
 
 
+def _forget_principals_on_commit() -> None:
+    """This process's cached principals go when the change commits (``update()`` sends no signal)."""
+    from .auth_cache import forget_all
+
+    transaction.on_commit(forget_all)
+
+
 def api_key_revoke(*, user: User, prefix: str) -> ApiKey:
     updated = ApiKey.objects.filter(user=user, prefix=prefix, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
     if not updated:
         raise NotFound("API key not found")
+    _forget_principals_on_commit()
     return ApiKey.objects.get(user=user, prefix=prefix)
 
 
@@ -197,3 +205,4 @@ def token_refresh(*, refresh: str) -> TokenPair:
 def token_revoke(*, refresh: str) -> None:
     with transaction.atomic():
         _blacklist_once(_refresh_token(refresh))
+        _forget_principals_on_commit()

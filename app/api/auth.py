@@ -8,9 +8,9 @@ from django.http import HttpRequest
 from ninja_extra import ControllerBase
 from ninja_extra.security import AsyncHttpBearer
 
+from app.accounts import auth_cache
 from app.accounts.models import Role, User
-from app.accounts.services import Principal, credential_authenticate
-from app.core.db import db_async
+from app.accounts.services import Principal
 from app.core.errors import Forbidden
 
 
@@ -18,7 +18,7 @@ class BearerAuth(AsyncHttpBearer):
     async def authenticate(self, request: HttpRequest, token: str) -> User | None:
         if not token:
             return None
-        principal = await db_async(credential_authenticate)(raw=token.strip())
+        principal = await auth_cache.authenticate(token.strip())
         request.principal = principal  # type: ignore[attr-defined]
         request.user = principal.user
         return principal.user
