@@ -6,9 +6,18 @@ outputs are kept by reference, and turned into rows (JSON-safe, capped) only whe
 task on the same loop writes every PREDICTION_FLUSH_SECONDS, or sooner once FLUSH_ROWS wait, in one
 executor call to `services.monitoring_batch_write`.
 
-At most PREDICTION_BUFFER_ROWS sampled rows wait in memory; a request that would overflow the buffer,
-or whose write fails, is not recorded and is counted in ``torchwire_prediction_rows_dropped_total``.
-The answer never waits for the database.
+A request is recorded (all its rows) when it passes the model's sample rate draw and fits the model's
+row budget: a token bucket per model and process of PREDICTION_MAX_ROWS_PER_SECOND rows a second, one
+second's worth deep (0: no budget). So recording is complete at low traffic and bounded under load,
+where writing every row would cost more than serving it; drift checks and the prediction summaries
+need a sample, not every row. A request larger than the bucket is recorded when the bucket is full and
+leaves it in debt, so the long-run rate still holds.
+
+At most PREDICTION_BUFFER_ROWS sampled rows wait in memory; a request over the budget, one that would
+overflow the buffer, or one whose write fails, is not recorded and is counted in
+``torchwire_prediction_rows_dropped_total`` (reason ``budget``, ``buffer_full``, ``write_failed``).
+Budget drops are summed in the bucket and added to the counter by the flusher, so the request path
+takes no lock. The answer never waits for the database.
 
 Request outcomes (count, errors by code, latency histogram) are not sampled: they are aggregated per
 minute in memory and written as absolute values to this process's `RequestStats` rows.
@@ -108,6 +117,17 @@ class _Minute:
 _MinuteKey = tuple[int, int, str, int]  # model id, version, protocol, minute (epoch seconds // 60)
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """A model's row budget: tokens (rows; below zero after a request larger than the bucket) at ``at``
+    (time.monotonic), and rows refused since the flusher last reported them."""
+
+    model: str
+    tokens: float
+    at: float
+    dropped: int = 0
+
+
 class Recorder:
     """This process's buffer. Every method except `rate_changed` runs on the serving event loop."""
 
@@ -117,6 +137,7 @@ class Recorder:
         self._minutes: dict[_MinuteKey, _Minute] = {}
         self._rates: dict[int, float] = {}
         self._seen: set[int] = set()
+        self._buckets: dict[int, _Bucket] = {}
         self._refresh_due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -125,12 +146,29 @@ class Recorder:
 
     # --- request path -------------------------------------------------------------------------
 
-    def sampled(self, model_id: int) -> bool:
+    def sampled(self, model_id: int, model: str, rows: int) -> bool:
+        """Whether to record a request of ``rows`` rows: it passes the sample rate draw, then the budget."""
         if model_id not in self._seen:
             self._seen.add(model_id)
             self._refresh_due = 0.0
         rate = self._rates.get(model_id, settings.PREDICTION_SAMPLE_RATE)
-        return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
+        if not (rate >= 1.0 or (rate > 0.0 and random.random() < rate)):
+            return False
+        budget = settings.PREDICTION_MAX_ROWS_PER_SECOND
+        if budget <= 0:
+            return True
+        now = time.monotonic()
+        bucket = self._buckets.get(model_id)
+        if bucket is None:
+            bucket = self._buckets[model_id] = _Bucket(model, budget, now)
+        else:
+            bucket.tokens = min(budget, bucket.tokens + (now - bucket.at) * budget)
+            bucket.at = now
+        if bucket.tokens < min(rows, budget):
+            bucket.dropped += rows
+            return False
+        bucket.tokens -= rows
+        return True
 
     def request(self, *, model_id: int, version: int, protocol: str, status: str, latency_ms: float,
                 rows: int) -> None:
@@ -205,7 +243,14 @@ class Recorder:
         self._ensure_running()
         await self._flush()
 
+    def _report_dropped(self) -> None:
+        for bucket in self._buckets.values():
+            if bucket.dropped:
+                dropped, bucket.dropped = bucket.dropped, 0
+                ROWS_DROPPED.labels(bucket.model, "budget").inc(dropped)
+
     async def _flush(self) -> None:
+        self._report_dropped()
         async with self._lock:
             pending, self._pending, self._pending_rows = self._pending, [], 0
             dirty = [(key, m.changes, _stats_row(key, m)) for key, m in self._minutes.items() if m.changes != m.written]
@@ -293,7 +338,7 @@ class Observation:
         target = self._target
         recorder.request(model_id=target.model.id, version=version, protocol=self._protocol, status="ok",
                          latency_ms=latency, rows=rows)
-        if recorder.sampled(target.model.id):
+        if recorder.sampled(target.model.id, target.model.name, rows):
             labels = target.extras.get("labels")
             recorder.add(Pending(
                 model_id=target.model.id, model=target.model.name, version=version, protocol=self._protocol,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -15,9 +17,24 @@ import redis
 from app.core.tasks import celery_client
 from realtime import bus
 from tests.jobs.conftest import classification_csv, wait_for_job
-from tests.support import bearer, login
+from tests.support import Server, bearer, login, start_uvicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def unbudgeted_server(service_env: dict[str, str]) -> Iterator[Server]:
+    """This test sends 800 rows in a second or two and checks every one is recorded (and labels them all
+    with feedback): more than the default row budget, which a server process sets from its environment."""
+    srv = start_uvicorn({**service_env, "TORCHWIRE_PREDICTION_MAX_ROWS_PER_SECOND": "0"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(unbudgeted_server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=unbudgeted_server.url, timeout=30) as c:
+        yield c
 
 QUICK = {"epochs": 40, "patience": 8, "hidden": [16]}
 CITIES = ["Oslo", "Bergen", "Paris"]

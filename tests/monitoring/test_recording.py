@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import uuid
 
 import numpy as np
@@ -98,9 +99,8 @@ def test_sample_rate_zero_records_nothing_but_counts_requests(client, publish_mo
     assert [v["recorded"] for v in _monitoring(client, model.token, "rec-unsampled")["versions"]] == [1]
 
 
-def _dropped(model: str) -> float:
-    value = REGISTRY.get_sample_value("torchwire_prediction_rows_dropped_total",
-                                      {"model": model, "reason": "buffer_full"})
+def _dropped(model: str, reason: str = "buffer_full") -> float:
+    value = REGISTRY.get_sample_value("torchwire_prediction_rows_dropped_total", {"model": model, "reason": reason})
     return value or 0.0
 
 
@@ -119,6 +119,59 @@ async def test_a_full_buffer_drops_and_counts_instead_of_growing(settings):
     recorder.add(pending(2))
     assert _dropped("rec-buffer") - before == 3
     await recorder.close()  # writes the 5 rows it kept; a model that does not exist keeps none
+
+
+async def test_under_the_row_budget_every_request_is_recorded(settings):
+    settings.PREDICTION_MAX_ROWS_PER_SECOND = 100
+    recorder = Recorder()
+    assert all([recorder.sampled(-2, "rec-under", 2) for _ in range(45)])
+    await recorder.flush()
+    assert _dropped("rec-under", "budget") == 0
+    await recorder.close()
+
+
+async def test_a_burst_over_the_row_budget_records_about_the_budget_and_counts_the_rest(settings):
+    settings.PREDICTION_MAX_ROWS_PER_SECOND = 100
+    recorder = Recorder()
+    before = _dropped("rec-burst", "budget")
+    started = time.monotonic()
+    kept = sum(recorder.sampled(-3, "rec-burst", 1) for _ in range(1000))
+    refilled = (time.monotonic() - started) * 100
+    assert 100 <= kept <= 100 + refilled + 1, (kept, refilled)
+    assert _dropped("rec-burst", "budget") == before  # counted in the bucket; the flusher reports it
+    await recorder.flush()
+    assert _dropped("rec-burst", "budget") - before == 1000 - kept
+    # Another model has a budget of its own.
+    assert recorder.sampled(-4, "rec-burst-other", 1)
+    # The bucket refills at the budget's rate.
+    await asyncio.sleep(0.1)
+    refilled = sum(recorder.sampled(-3, "rec-burst", 1) for _ in range(100))
+    assert 9 <= refilled <= (time.monotonic() - started) * 100 + 1, refilled
+    await recorder.close()
+
+
+async def test_a_request_larger_than_the_budget_is_recorded_whole_then_paid_back(settings):
+    settings.PREDICTION_MAX_ROWS_PER_SECOND = 100
+    recorder = Recorder()
+    assert recorder.sampled(-5, "rec-large", 250)
+    assert not recorder.sampled(-5, "rec-large", 1)  # 150 rows in debt: about 1.5 s
+    await recorder.close()
+
+
+async def test_the_sample_rate_draw_comes_first_and_zero_disables_the_budget(settings):
+    settings.PREDICTION_MAX_ROWS_PER_SECOND = 100
+    settings.PREDICTION_SAMPLE_RATE = 0.0
+    recorder = Recorder()
+    before = _dropped("rec-nobudget", "budget")
+    assert not any(recorder.sampled(-6, "rec-nobudget", 1) for _ in range(500))
+    await recorder.flush()
+    assert _dropped("rec-nobudget", "budget") == before  # unsampled requests are not budget drops
+    settings.PREDICTION_SAMPLE_RATE = 1.0
+    settings.PREDICTION_MAX_ROWS_PER_SECOND = 0
+    assert all(recorder.sampled(-6, "rec-nobudget", 1) for _ in range(1000))
+    await recorder.flush()
+    assert _dropped("rec-nobudget", "budget") == before
+    await recorder.close()
 
 
 def test_v2_prediction_id_splice_keeps_json_and_binary_parts():
