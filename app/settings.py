@@ -215,6 +215,8 @@ DRAIN_SECONDS = env_int("TORCHWIRE_DRAIN_SECONDS", 10)
 SHUTDOWN_DELAY_SECONDS = float(env("TORCHWIRE_SHUTDOWN_DELAY_SECONDS", "1" if PRODUCTION else "0"))
 ARTIFACT_CACHE_DIR = Path(env("TORCHWIRE_ARTIFACT_CACHE", str(VAR_DIR / "cache" / "artifacts")))
 WS_MAX_IN_FLIGHT = env_int("TORCHWIRE_WS_MAX_IN_FLIGHT", 64)
+# REST predict and V2 infer answered by app.serving.fastpath, before Django's middleware (off: through Django).
+FAST_PATH = env_bool("TORCHWIRE_FAST_PATH", True)
 
 # Model monitoring (docs/monitoring.md): sampled prediction records, feedback and drift checks.
 PREDICTION_SAMPLE_RATE = float(env("TORCHWIRE_PREDICTION_SAMPLE_RATE", "1.0"))

@@ -582,6 +582,7 @@ class Profiler:
 def summarise_stacks(lines: list[str], seconds: float) -> dict[str, Any]:
     buckets: dict[str, int] = {}
     functions: dict[str, int] = {}
+    leaves: dict[str, int] = {}
     total = 0
     for line in lines:
         stack, _, count = line.rpartition(" ")
@@ -591,6 +592,7 @@ def summarise_stacks(lines: list[str], seconds: float) -> dict[str, Any]:
         total += n
         frames = stack.split(";")[1:]  # the first entry names the thread
         leaf = frames[-1] if frames else ""
+        leaves[leaf] = leaves.get(leaf, 0) + n
         if any(part in leaf for part in _HOP_LEAVES):
             name = "thread hops: sync_to_async, executors, thread start/join"
         else:
@@ -606,4 +608,6 @@ def summarise_stacks(lines: list[str], seconds: float) -> dict[str, Any]:
         "gil_held": round(total / (200 * seconds), 3) if seconds else None,
         "buckets": share,
         "top_inclusive": [{"function": f, "share": round(n / total, 4)} for f, n in top] if total else [],
+        "top_self": [{"function": f, "share": round(n / total, 4)}
+                     for f, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:25]] if total else [],
     }

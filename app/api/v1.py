@@ -65,7 +65,10 @@ def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse
             {"loc": loc, "field": ".".join(str(p) for p in field), "msg": err.get("msg"), "type": err.get("type")}
         )
     first = details[0]["field"] if details else ""
-    message = f"invalid request: {first}: {details[0]['msg']}" if details else "invalid request"
+    if not details:
+        message = "invalid request"
+    else:
+        message = f"invalid request: {first}: {details[0]['msg']}" if first else f"invalid request: {details[0]['msg']}"
     return error_response(422, message, details=details)
 
 

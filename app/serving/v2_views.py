@@ -7,7 +7,6 @@ envelope). Health endpoints are open; everything else takes the same bearer cred
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
@@ -17,37 +16,36 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from app.accounts import auth_cache
 from app.accounts.models import User
-from app.accounts.services import credential_authenticate
-from app.core.db import db_async
 from app.core.errors import ApiError, NotFound
 from app.core.lifecycle import state
-from app.monitoring import recording
 from inference import v2
-from inference.errors import InferenceError, QueueFull, V2Error
+from inference.errors import InferenceError, QueueFull
 from inference.signature import Signature
 
-from . import catalog, runtime
+from . import calls, catalog, runtime
 
 SERVER_NAME = "torchwire"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
+UNAUTHENTICATED = "authentication required: send Authorization: Bearer <token or API key>"
 
 View = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:
+def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:
     response = JsonResponse(v2.error_body(message), status=status)
     for name, value in (headers or {}).items():
         response[name] = value
     return response
 
 
-def _inference_error(exc: InferenceError) -> JsonResponse:
+def v2_inference_error(exc: InferenceError) -> JsonResponse:
     headers = {}
     if isinstance(exc, QueueFull):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
-    return _error(exc.http_status, exc.message, headers)
+    return v2_error(exc.http_status, exc.message, headers)
 
 
 def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[View], View]:
@@ -58,7 +56,7 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                response = _error(405, f"method {request.method} not allowed")
+                response = v2_error(405, f"method {request.method} not allowed")
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
@@ -66,18 +64,18 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
                     header = request.headers.get("Authorization", "")
                     scheme, _, token = header.partition(" ")
                     if scheme.lower() != "bearer" or not token.strip():
-                        response = _error(401, "authentication required: send Authorization: Bearer <token or API key>")
+                        response = v2_error(401, UNAUTHENTICATED)
                         response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
                         return response
-                    principal = await db_async(credential_authenticate)(raw=token.strip())
+                    principal = await auth_cache.authenticate(token.strip())
                     request.user = principal.user
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
-                return _error(exc.status, exc.message, exc.headers)
+                return v2_error(exc.status, exc.message, exc.headers)
             except InferenceError as exc:
-                return _inference_error(exc)
+                return v2_inference_error(exc)
             except RequestDataTooBig:
-                return _error(413, "request body is larger than the limit")
+                return v2_error(413, "request body is larger than the limit")
 
         return wrapper
 
@@ -100,14 +98,6 @@ async def server_metadata(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
-def _version(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise V2Error(f"model version must be a positive integer, got {raw!r}")
-    return int(raw)
-
-
 def _version_numbers(model_id: int) -> list[str]:
     from app.registry.models import ModelVersion
 
@@ -119,7 +109,7 @@ def _version_numbers(model_id: int) -> list[str]:
 async def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
     info = await catalog.model_for(user, name)
-    number = _version(version) if version is not None else info.production
+    number = calls.v2_version(version) if version is not None else info.production
     if number is None:
         raise NotFound(f"model {name!r} has no production version; ask for a version explicitly")
     found = await catalog.version_info(info, number)
@@ -134,7 +124,7 @@ async def model_ready(request: HttpRequest, name: str, version: str | None = Non
     """Ready means loaded and warmed up in this process: asking loads it if needed."""
     user: User = request.user  # type: ignore[assignment]
     try:
-        target = await runtime.resolve(user, name, _version(version))
+        target = await runtime.resolve(user, name, calls.v2_version(version))
         await runtime.get_pool().get(name, target.label)
     except InferenceError as exc:
         return JsonResponse({"name": name, "ready": False, "error": exc.message}, status=400)
@@ -143,29 +133,13 @@ async def model_ready(request: HttpRequest, name: str, version: str | None = Non
 
 @v2_endpoint(methods=("POST",))
 async def model_infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    """Served by `app.serving.fastpath` unless it is switched off; the same call either way."""
     user: User = request.user  # type: ignore[assignment]
-    raw_length = request.headers.get(v2.HEADER_LENGTH_HEADER)
-    try:
-        header_length = int(raw_length) if raw_length is not None else None
-    except ValueError:
-        raise V2Error(f"{v2.HEADER_LENGTH_HEADER} must be an integer") from None
-    body = request.body
-    started = time.perf_counter()
-    target = await runtime.resolve(user, name, _version(version))
-    with recording.observe(target, protocol="v2", started=started) as seen:
-        decoded = v2.decode_infer_request(body, header_length)
-        names, binary = decoded.output_selection(target.signature.output_names)
-        timeout = decoded.timeout_seconds
-        deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
-        inputs = dict(decoded.inputs)
-        served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="v2")
-        seen.tensors(served, inputs, outputs)
-    selected = {n: outputs[n] for n in names}
-    payload, json_length = v2.encode_infer_response(name, str(served), decoded.id, selected, binary)
-    payload, json_length = recording.with_prediction_id(payload, json_length, seen.prediction_id)
+    header_length = calls.v2_header_length(request.headers.get(v2.HEADER_LENGTH_HEADER))
+    payload, json_length = await calls.v2_infer(user, name, calls.v2_version(version), request.body,
+                                                header_length)
     if json_length is None:
         return HttpResponse(payload, content_type="application/json")
     response = HttpResponse(payload, content_type="application/octet-stream")
     response[v2.HEADER_LENGTH_HEADER] = str(json_length)
     return response
-

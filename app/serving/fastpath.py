@@ -1,0 +1,345 @@
+"""The two hot inference routes as plain ASGI, in front of Django.
+
+``POST /api/v1/models/{name}/predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer`` are
+answered here; every other request goes to Django unchanged. The benchmark (bench/RESULTS.md)
+found that Django's request cycle cost several times the forward pass of a one-row request: seven
+sync-only middlewares are two thread hops each, then URL resolution and django-ninja's parsing. At
+concurrency 64 on one core that overhead, not the model, set the throughput.
+
+What a request gets here is what the Django views give it (tests/serving/test_fastpath.py compares
+the two on the same requests): the same `calls` functions, bearer authentication, error bodies
+(the /api envelope, or V2's ``{"error"}``), status codes and ``Retry-After``, the
+``X-Request-ID`` header and log context, the security headers SecurityMiddleware and
+XFrameOptionsMiddleware add, HTTP metrics under the Django route names, the body size limit
+(``TORCHWIRE_MAX_JSON_BYTES``, 413), and cancellation when the client disconnects (its queued rows
+leave the batcher). Requests Django would refuse or redirect before any view runs (a Host outside
+ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) are passed to Django to do so.
+
+``TORCHWIRE_FAST_PATH=false`` sends these routes through Django too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.http.request import split_domain_port, validate_host
+
+from app.accounts import auth_cache
+from app.accounts.models import User
+from app.core.errors import ApiError, Invalid, error_response
+from app.core.lifecycle import ASGIApp
+from app.core.logging import clean_request_id, request_id_var
+from app.monitoring import metrics
+from inference import v2
+from inference.errors import InferenceError
+
+from . import calls, v2_views
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+PREDICT = re.compile(r"/api/v1/models/([^/]+)/predict")
+V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# The route names Django's URL resolver gives these paths, so /metrics has one series per route.
+PREDICT_ROUTE = "/api/v1/models/<name>/predict"
+V2_ROUTES = ("/v2/models/<str:name>/infer", "/v2/models/<str:name>/versions/<str:version>/infer")
+STATUS_CLIENT_GONE = 499  # nginx's code for "the client closed the connection first"
+
+
+class InvalidJson(Invalid):
+    code = "invalid_json"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    @classmethod
+    def json(cls, status: int, body: Any) -> Response:
+        body = json.dumps(body, separators=(",", ":")).encode()
+        return cls(status, body, [(b"content-type", b"application/json; charset=utf-8")])  # as django-ninja
+
+    @classmethod
+    def of(cls, django_response: HttpResponse) -> Response:
+        """An error response built by the helpers the Django views use, so the two cannot differ."""
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in django_response.items()]
+        return cls(django_response.status_code, django_response.content, headers)
+
+
+def _security_headers() -> list[tuple[bytes, bytes]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer (HSTS separately)."""
+    headers = [(b"x-frame-options", settings.X_FRAME_OPTIONS.encode())]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        value = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append((b"referrer-policy", value.encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    return headers
+
+
+def _hsts_header() -> tuple[bytes, bytes] | None:
+    if not settings.SECURE_HSTS_SECONDS:
+        return None
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return b"strict-transport-security", value.encode()
+
+
+class InferenceFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.enabled: bool = settings.FAST_PATH
+        self.security_headers = _security_headers()
+        self.hsts = _hsts_header()
+        allowed = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        self.allowed_hosts = allowed
+        self.max_body = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        proxy = settings.SECURE_PROXY_SSL_HEADER
+        self.proxy_ssl: tuple[str, str] | None = None
+        if proxy:
+            meta_name, value = proxy
+            self.proxy_ssl = (meta_name.removeprefix("HTTP_").replace("_", "-").lower(), value)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            if (match := PREDICT.fullmatch(path)) is not None:
+                headers = self._headers(scope)
+                if headers is not None:
+                    await self._serve(self._predict, PREDICT_ROUTE, match, scope, headers, receive, send)
+                    return
+            elif (match := V2_INFER.fullmatch(path)) is not None:
+                headers = self._headers(scope)
+                if headers is not None:
+                    route = V2_ROUTES[match.group(2) is not None]
+                    await self._serve(self._v2_infer, route, match, scope, headers, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    # --- what Django would refuse before a view runs ----------------------------------------------
+
+    def _headers(self, scope: Scope) -> dict[str, str] | None:
+        """The request headers, or None when Django must answer (bad Host, HTTPS redirect)."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        host = headers.get("x-forwarded-host") if settings.USE_X_FORWARDED_HOST else None
+        host = host or headers.get("host")
+        if not host:
+            return None
+        domain, _ = split_domain_port(host)
+        if not domain or not validate_host(domain, self.allowed_hosts):
+            return None
+        if settings.SECURE_SSL_REDIRECT and not self._secure(scope, headers):
+            return None
+        return headers
+
+    def _secure(self, scope: Scope, headers: dict[str, str]) -> bool:
+        if self.proxy_ssl is not None:
+            name, expected = self.proxy_ssl
+            value = headers.get(name)
+            if value is not None:
+                return value.split(",", 1)[0].strip() == expected
+        return bool(scope.get("scheme") == "https")
+
+    # --- the request cycle ------------------------------------------------------------------------
+
+    async def _serve(self, handler: Callable[..., Awaitable[Response]], route: str, match: re.Match[str],
+                     scope: Scope, headers: dict[str, str], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = clean_request_id(headers.get("x-request-id"))
+        token = request_id_var.set(request_id)
+        metrics.HTTP_IN_FLIGHT.inc()
+        status = 500
+        cycle = _Cycle(receive)
+        try:
+            response = await handler(match, scope, headers, cycle)
+            cycle.close()
+            status = response.status
+            out = response.headers + self.security_headers
+            if self.hsts is not None and self._secure(scope, headers):
+                out.append(self.hsts)
+            out.append((b"x-request-id", request_id.encode()))
+            out.append((b"content-length", str(len(response.body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": response.body})
+        except asyncio.CancelledError:
+            if not cycle.gone:
+                raise
+            cycle.task.uncancel()  # the client left: nothing to answer, and nothing else to cancel
+            status = STATUS_CLIENT_GONE
+        finally:
+            cycle.close()
+            metrics.HTTP_IN_FLIGHT.dec()
+            metrics.http_request(route=route, method="POST", status=status, seconds=time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    # --- the two routes ---------------------------------------------------------------------------
+
+    async def _predict(self, match: re.Match[str], scope: Scope, headers: dict[str, str],
+                       cycle: _Cycle) -> Response:
+        try:
+            user = await _authenticate(headers)
+            if user is None:
+                response = Response.of(error_response(401, v2_views.UNAUTHENTICATED))
+                response.headers.append((b"www-authenticate", b'Bearer realm="torchwire"'))
+                return response
+            body = await cycle.body(headers, self.max_body)
+            version = _query_version(scope)
+            inputs = _predict_inputs(body)
+            timeout_ms = calls.timeout_ms_from_header(headers.get("x-request-timeout-ms"))
+            return Response.json(200, await calls.predict(user, match.group(1), version, inputs,
+                                                         timeout_ms=timeout_ms))
+        except BodyTooLarge:
+            return Response.of(error_response(413, "request body is larger than the limit for this endpoint"))
+        except ApiError as exc:
+            return Response.of(error_response(exc.status, exc.message, code=exc.code, details=exc.details,
+                                              headers=exc.headers))
+        except InferenceError as exc:
+            from app.api.v1 import inference_error_response
+
+            return Response.of(inference_error_response(exc))
+        except Exception:
+            logger.exception("unhandled error on POST %s", scope["path"])
+            return Response.of(error_response(500, "internal server error; quote the X-Request-ID header when "
+                                                   "reporting it"))
+
+    async def _v2_infer(self, match: re.Match[str], scope: Scope, headers: dict[str, str],
+                        cycle: _Cycle) -> Response:
+        try:
+            user = await _authenticate(headers)
+            if user is None:
+                response = Response.of(v2_views.v2_error(401, v2_views.UNAUTHENTICATED))
+                response.headers.append((b"www-authenticate", b'Bearer realm="torchwire"'))
+                return response
+            body = await cycle.body(headers, self.max_body)
+            header_length = calls.v2_header_length(headers.get(v2.HEADER_LENGTH_HEADER.lower()))
+            payload, json_length = await calls.v2_infer(user, match.group(1), calls.v2_version(match.group(2)),
+                                                        body, header_length)
+        except BodyTooLarge:
+            return Response.of(v2_views.v2_error(413, "request body is larger than the limit"))
+        except ApiError as exc:
+            return Response.of(v2_views.v2_error(exc.status, exc.message, exc.headers))
+        except InferenceError as exc:
+            return Response.of(v2_views.v2_inference_error(exc))
+        except Exception:
+            logger.exception("unhandled error on POST %s", scope["path"])
+            return Response.of(v2_views.v2_error(500, "internal server error"))
+        if json_length is None:
+            return Response(200, payload, [(b"content-type", b"application/json")])
+        return Response(200, payload, [(b"content-type", b"application/octet-stream"),
+                                       (v2.HEADER_LENGTH_HEADER.lower().encode(), str(json_length).encode())])
+
+
+class _Cycle:
+    """One request's link to its client: reads the body, then watches for a disconnect and cancels the
+    request's task when it comes, which withdraws its queued rows from the batcher (handlers read the
+    whole body first, so the only message left to receive is ``http.disconnect``)."""
+
+    __slots__ = ("gone", "receive", "task", "watcher")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.gone = False
+        self.watcher: asyncio.Future[dict[str, Any]] | None = None
+
+    async def body(self, headers: dict[str, str], limit: int) -> bytes:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                raise asyncio.CancelledError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.watcher = asyncio.ensure_future(self.receive())
+        self.watcher.add_done_callback(self._on_message)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _on_message(self, done: asyncio.Future[dict[str, Any]]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result()["type"] == "http.disconnect":
+            self.gone = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
+
+
+async def _authenticate(headers: dict[str, str]) -> User | None:
+    """The caller, or None without a bearer credential; a wrong credential raises Unauthorized."""
+    scheme, _, credential = headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    principal = await auth_cache.authenticate(credential)
+    return principal.user
+
+
+def _query_version(scope: Scope) -> int | None:
+    """``?version=N`` as django-ninja would parse it (422 with the same details when it is not an integer)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("version")
+    if not values:
+        return None
+    raw = values[-1]
+    try:
+        return int(raw.strip())
+    except ValueError:
+        msg = "Input should be a valid integer, unable to parse string as an integer"
+        raise Invalid(f"invalid request: version: {msg}", details=[
+            {"loc": ["query", "version"], "field": "version", "msg": msg, "type": "int_parsing"}]) from None
+
+
+def _predict_inputs(body: bytes) -> Any:
+    """``inputs`` of a predict body, with the errors django-ninja gives for the same body."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:  # django-ninja says the same of a non-object
+        raise Invalid("invalid request: inputs: Field required", details=[
+            {"loc": ["body", "payload", "inputs"], "field": "inputs", "msg": "Field required", "type": "missing"}])
+    return payload["inputs"]
