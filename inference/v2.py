@@ -3,6 +3,7 @@
 Public API::
 
     request = decode_infer_request(body, header_length)   # header_length: Inference-Header-Content-Length
+    request = decode_infer_document(json.loads(text))     # the same, from JSON already parsed
     names, binary = request.output_selection(signature.output_names)
     body, header_length = encode_infer_response(model_name, model_version, request.id, outputs, binary)
     model_metadata(name, versions, signature) -> dict      # GET /v2/models/{name}[/versions/{v}]
@@ -45,6 +46,7 @@ __all__ = [
     "InferRequest",
     "RequestedOutput",
     "V2Error",
+    "decode_infer_document",
     "decode_infer_request",
     "encode_infer_response",
     "error_body",
@@ -93,7 +95,7 @@ class InferRequest:
 def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     """Parse a V2 inference request body; every malformation raises `V2Error`."""
     if header_length is None:
-        header, binary = body, memoryview(b"")
+        header, binary = body, None
     else:
         if not 0 < header_length <= len(body):
             raise V2Error(
@@ -106,8 +108,19 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         hint = "" if header_length is not None else f" (binary data needs the {HEADER_LENGTH_HEADER} header)"
         raise V2Error(f"request JSON is malformed: {exc}{hint}") from exc
+    return decode_infer_document(document, binary)
+
+
+def decode_infer_document(document: object, binary: memoryview | None = None) -> InferRequest:
+    """`decode_infer_request` for JSON already parsed (``document`` as `json.loads` returns it), for
+    callers that parsed the message themselves. ``binary`` is what followed the JSON when the request
+    came with a header length; None means no binary data extension, so an input that claims binary
+    data is refused. Every malformation raises `V2Error`."""
     if not isinstance(document, dict):
         raise V2Error("request must be a JSON object")
+    has_binary = binary is not None
+    if binary is None:
+        binary = memoryview(b"")
 
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -128,7 +141,7 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for position, raw in enumerate(raw_inputs):
-        name, array, used = _decode_input(raw, position, binary, offset, header_length is not None)
+        name, array, used = _decode_input(raw, position, binary, offset, has_binary)
         if name in inputs:
             raise V2Error(f"input {name!r} appears twice", details={"input": name})
         inputs[name] = array

@@ -8,9 +8,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from app.monitoring import metrics
+from app.core.errors import STATUS_CODES, ApiError
+from app.monitoring import metrics, recording
+from app.serving import runtime
+from inference import v2
+from inference.errors import InferenceError
 
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -88,8 +94,32 @@ class InferConsumer(AuthenticatedConsumer):
     still queued, which removes its rows from the batcher before they are computed.
     """
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels' AsyncConsumer.__call__ without the channel layer: nothing is ever sent to this
+        # consumer's channel, and listening on it costs a Redis subscription per socket and, per frame,
+        # a new receive task and an asyncio.wait over both sources.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Frames skip Channels' close_old_connections, a hop to the one sync thread per frame. It only
+        # closes connections that thread holds, and this consumer never queries there: the serving
+        # path queries through app.core.db.db_async, which closes its own connection. Connect and
+        # disconnect still go through Channels (and close_old_connections).
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self) -> None:
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._max_in_flight: int = settings.WS_MAX_IN_FLIGHT  # once per socket: settings reads are not free
         await super().connect()
 
     async def disconnect(self, code: int) -> None:
@@ -98,13 +128,11 @@ class InferConsumer(AuthenticatedConsumer):
         await super().disconnect(code)
 
     async def receive_json(self, content: dict[str, Any]) -> None:
-        from django.conf import settings
-
         request_id = content.get("id")
-        if len(self._in_flight) >= settings.WS_MAX_IN_FLIGHT:
+        if len(self._in_flight) >= self._max_in_flight:
             await self.send_json(
                 {"id": request_id, "code": "too_many_in_flight",
-                 "error": f"more than {settings.WS_MAX_IN_FLIGHT} requests in flight on this socket; wait for answers"}
+                 "error": f"more than {self._max_in_flight} requests in flight on this socket; wait for answers"}
             )
             return
         task = asyncio.create_task(self._infer(content))
@@ -112,12 +140,6 @@ class InferConsumer(AuthenticatedConsumer):
         task.add_done_callback(self._in_flight.discard)
 
     async def _infer(self, content: dict[str, Any]) -> None:
-        from app.core.errors import STATUS_CODES, ApiError
-        from app.monitoring import recording
-        from app.serving import runtime
-        from inference import v2
-        from inference.errors import InferenceError
-
         request_id = content.get("id")
         started = time.perf_counter()
         try:
@@ -131,7 +153,7 @@ class InferConsumer(AuthenticatedConsumer):
                 content["id"] = request_id = str(request_id)
             target = await runtime.resolve(self.scope["user"], model, None if version is None else int(version))
             with recording.observe(target, protocol="ws", started=started) as seen:
-                decoded = v2.decode_infer_request(json.dumps(content).encode(), None)
+                decoded = v2.decode_infer_document(content)  # what is left of the message is the V2 request
                 names, _ = decoded.output_selection(target.signature.output_names)
                 timeout = decoded.timeout_seconds
                 deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)

@@ -10,7 +10,13 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 from inference.datatypes import Datatype
 from inference.errors import V2Error
 from inference.signature import Signature
-from inference.v2 import decode_infer_request, encode_infer_response, error_body, model_metadata
+from inference.v2 import (
+    decode_infer_document,
+    decode_infer_request,
+    encode_infer_response,
+    error_body,
+    model_metadata,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -160,56 +166,111 @@ def binary_doc(size: int, shape: list[int], datatype: str = "FP32") -> bytes:
     ).encode()
 
 
-@pytest.mark.parametrize(
-    ("body", "header_length", "message"),
-    [
-        (b"{", None, "malformed"),
-        (b"[]", None, "JSON object"),
-        (b'{"inputs": []}', None, "non-empty list"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', None, "neither 'data'"),
-        (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', None, "BYTES"),
-        (b'{"inputs": [{"name": "x", "datatype": "BF16", "shape": [1], "data": [1]}]}', None, "BF16"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]}', None, "non-negative"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}', None, "rectangular"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2]}]}', None, "needs 3"),
-        (b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1.5]}]}', None, "floating-point"),
-        (
-            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},'
-            b' {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}',
-            None,
-            "appears twice",
-        ),
-        (
-            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": '
-            b'{"shared_memory_region": "r"}}]}',
-            None,
-            "shared memory",
-        ),
-        (b'{"id": 5, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}', None, "'id'"),
-        (
-            b'{"parameters": {"timeout": "soon"}, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], '
-            b'"data": [1]}]}',
-            None,
-            "microseconds",
-        ),
-        (
-            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], '
-            b'"outputs": [{"name": "y", "parameters": {"classification": 3}}]}',
-            None,
-            "classification",
-        ),
-        (binary_doc(8, [2]), None, "binary_data_size"),  # binary input without the header length
-        (binary_doc(8, [2]) + b"\x00" * 8, 10_000, "body has"),
-        (binary_doc(12, [2]) + b"\x00" * 12, len(binary_doc(12, [2])), "takes 8 bytes"),
-        (binary_doc(8, [2]) + b"\x00" * 4, len(binary_doc(8, [2])), "ends after 4 of its 8"),
-        (binary_doc(8, [2]) + b"\x00" * 12, len(binary_doc(8, [2])), "4 bytes of binary data"),
-        (binary_doc(2, [2], "BOOL") + b"\x00\x02", len(binary_doc(2, [2], "BOOL")), "0 or 1"),
-    ],
-)
+MALFORMED = [
+    (b"{", None, "malformed"),
+    (b"[]", None, "JSON object"),
+    (b'{"inputs": []}', None, "non-empty list"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', None, "neither 'data'"),
+    (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', None, "BYTES"),
+    (b'{"inputs": [{"name": "x", "datatype": "BF16", "shape": [1], "data": [1]}]}', None, "BF16"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]}', None, "non-negative"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}', None, "rectangular"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2]}]}', None, "needs 3"),
+    (b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1.5]}]}', None, "floating-point"),
+    (
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},'
+        b' {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+        None,
+        "appears twice",
+    ),
+    (
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": '
+        b'{"shared_memory_region": "r"}}]}',
+        None,
+        "shared memory",
+    ),
+    (b'{"id": 5, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}', None, "'id'"),
+    (
+        b'{"parameters": {"timeout": "soon"}, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], '
+        b'"data": [1]}]}',
+        None,
+        "microseconds",
+    ),
+    (
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], '
+        b'"outputs": [{"name": "y", "parameters": {"classification": 3}}]}',
+        None,
+        "classification",
+    ),
+    (binary_doc(8, [2]), None, "binary_data_size"),  # binary input without the header length
+    (binary_doc(8, [2]) + b"\x00" * 8, 10_000, "body has"),
+    (binary_doc(12, [2]) + b"\x00" * 12, len(binary_doc(12, [2])), "takes 8 bytes"),
+    (binary_doc(8, [2]) + b"\x00" * 4, len(binary_doc(8, [2])), "ends after 4 of its 8"),
+    (binary_doc(8, [2]) + b"\x00" * 12, len(binary_doc(8, [2])), "4 bytes of binary data"),
+    (binary_doc(2, [2], "BOOL") + b"\x00\x02", len(binary_doc(2, [2], "BOOL")), "0 or 1"),
+]
+
+
+@pytest.mark.parametrize(("body", "header_length", "message"), MALFORMED)
 def test_malformed_requests_are_refused(body: bytes, header_length: int | None, message: str) -> None:
     with pytest.raises(V2Error, match=message) as err:
         decode_infer_request(body, header_length)
     assert err.value.http_status == 400
+
+
+def _parsed(body: bytes, header_length: int | None) -> tuple[object, memoryview | None] | None:
+    """A malformed body as a caller that parsed its JSON would pass it; None when there is nothing to pass
+    (the JSON does not parse, or the header length does not fit the body)."""
+    if header_length is not None and header_length > len(body):
+        return None
+    try:
+        document = json.loads(body if header_length is None else body[:header_length])
+    except ValueError:
+        return None
+    return document, None if header_length is None else memoryview(body)[header_length:]
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "message"), [case for case in MALFORMED if _parsed(case[0], case[1]) is not None]
+)
+def test_parsed_json_is_refused_like_the_body(body: bytes, header_length: int | None, message: str) -> None:
+    """The same checks and messages when the caller parsed the JSON (the websocket consumer does)."""
+    parsed = _parsed(body, header_length)
+    assert parsed is not None
+    with pytest.raises(V2Error, match=message) as err:
+        decode_infer_document(*parsed)
+    assert err.value.http_status == 400
+
+
+def test_parsed_json_decodes_like_the_body() -> None:
+    doc = {
+        "id": "q",
+        "parameters": {"timeout": 2_500_000, "binary_data_output": True},
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3, 4]]},
+            {"name": "b", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]},
+        ],
+        "outputs": [{"name": "y", "parameters": {"binary_data": False}}, {"name": "z"}],
+    }
+    from_body = decode_infer_request(json.dumps(doc).encode(), None)
+    from_doc = decode_infer_document(json.loads(json.dumps(doc)))
+    assert from_doc.id == from_body.id == "q"
+    assert from_doc.parameters == from_body.parameters
+    assert from_doc.timeout_seconds == 2.5
+    assert from_doc.outputs == from_body.outputs
+    assert from_doc.output_selection(["y", "z"]) == (["y", "z"], {"z"})
+    assert list(from_doc.inputs) == list(from_body.inputs) == ["a", "b"]
+    for name, array in from_body.inputs.items():
+        assert from_doc.inputs[name].dtype == array.dtype and np.array_equal(from_doc.inputs[name], array)
+
+
+def test_parsed_json_with_binary_data() -> None:
+    values = np.array([1.5, -2.0], dtype="<f4")
+    document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]}
+    request = decode_infer_document(document, memoryview(values.tobytes()))
+    assert np.array_equal(request.inputs["x"], values)
+    with pytest.raises(V2Error, match="Inference-Header-Content-Length"):
+        decode_infer_document(document)
 
 
 def test_binary_input_without_header_length_is_explained() -> None:

@@ -6,10 +6,12 @@ import asyncio
 import json
 import math
 
+import httpx
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed
 
-from tests.support import login
+from tests.support import login, make_jwt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,3 +84,62 @@ async def test_viewer_cannot_call(server, client, make_user, publish_model):
         await ws.send(_request(1, [[1, 2, 3, 4]], model="ws-view"))
         message = json.loads(await asyncio.wait_for(ws.recv(), 30))
     assert message["code"] == "forbidden"
+
+
+async def test_id_version_and_v2_errors(server, publish_model):
+    model = publish_model("ws-v2", seeds=(0, 1))
+    async with websockets.connect(f"{server.ws_url}/ws/v1/infer", subprotocols=["bearer", model.token]) as ws:
+        await ws.send(json.dumps({"id": 7, "model": "ws-v2", "version": 1, "inputs": [
+            {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}))
+        await ws.send(json.dumps({"id": "bad", "model": "ws-v2", "inputs": {"name": "input"}}))
+        await ws.send(json.dumps({"id": "out", "model": "ws-v2", "outputs": [{"name": "nope"}], "inputs": [
+            {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}))
+        got = {}
+        for _ in range(3):
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            got[message["id"]] = message
+    assert got["7"]["model_version"] == "1" and got["7"]["parameters"]["prediction_id"]
+    assert got["bad"] == {"id": "bad", "code": "invalid_request", "error": "'inputs' must be a non-empty list"}
+    assert got["out"]["code"] == "invalid_request" and "unknown output 'nope'" in got["out"]["error"]
+
+
+def _metric(server, prefix: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_closing_the_socket_withdraws_queued_requests(server, publish_model):
+    """Requests wait for company (max_delay_ms=1000); the socket closes first; their rows are withdrawn
+    and never computed."""
+    model = publish_model("ws-gone", max_batch_size=64, max_delay_ms=1000)
+    uri = f"{server.ws_url}/ws/v1/infer"
+    async with websockets.connect(uri, subprotocols=["bearer", model.token]) as ws:
+        await ws.send(_request(0, [[1, 2, 3, 4]], model="ws-gone"))
+        assert "outputs" in json.loads(await asyncio.wait_for(ws.recv(), 30))
+    rows = 'torchwire_batch_size_rows_sum{model="ws-gone"'
+    cancelled = 'torchwire_inference_requests_total{model="ws-gone",protocol="ws",status="cancelled"'
+    rows_before = await asyncio.to_thread(_metric, server, rows)
+    async with websockets.connect(uri, subprotocols=["bearer", model.token]) as ws:
+        for i in range(1, 4):
+            await ws.send(_request(i, [[1, 2, 3, 4]], model="ws-gone"))
+        await asyncio.sleep(0.2)
+    for _ in range(100):
+        if await asyncio.to_thread(_metric, server, cancelled) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(_metric, server, cancelled) == 3
+    await asyncio.sleep(1.2)  # past the window the requests would have waited for
+    assert await asyncio.to_thread(_metric, server, rows) == rows_before
+
+
+async def test_infer_socket_closed_with_4401_when_token_expires(server, make_user, publish_model):
+    publish_model("ws-expiry")
+    short = make_jwt(make_user().pk, lifetime=2)
+    async with websockets.connect(f"{server.ws_url}/ws/v1/infer", subprotocols=["bearer", short]) as ws:
+        await ws.send(_request(1, [[1, 2, 3, 4]], model="ws-expiry"))
+        assert "outputs" in json.loads(await asyncio.wait_for(ws.recv(), 30))
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert message["type"] == "error" and message["code"] == "token_expired"
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401
