@@ -217,6 +217,8 @@ ARTIFACT_CACHE_DIR = Path(env("TORCHWIRE_ARTIFACT_CACHE", str(VAR_DIR / "cache" 
 WS_MAX_IN_FLIGHT = env_int("TORCHWIRE_WS_MAX_IN_FLIGHT", 64)
 # REST predict and V2 infer answered by app.serving.fastpath, before Django's middleware (off: through Django).
 FAST_PATH = env_bool("TORCHWIRE_FAST_PATH", True)
+# Python's GIL switch interval in serving processes (0: leave Python's 5 ms); see docs/batching.md.
+GIL_SWITCH_INTERVAL_MS = float(env("TORCHWIRE_GIL_SWITCH_INTERVAL_MS", "0.5"))
 
 # Model monitoring (docs/monitoring.md): sampled prediction records, feedback and drift checks.
 PREDICTION_SAMPLE_RATE = float(env("TORCHWIRE_PREDICTION_SAMPLE_RATE", "1.0"))

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from inference import jsonio
 from inference.datatypes import Datatype, array_from_json, datatype_of, parse_datatype
 from inference.errors import DatatypeError, InputError, V2Error
 from inference.signature import Signature
@@ -104,7 +105,7 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
             )
         header, binary = body[:header_length], memoryview(body)[header_length:]
     try:
-        document = json.loads(header)
+        document = jsonio.loads(header)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         hint = "" if header_length is not None else f" (binary data needs the {HEADER_LENGTH_HEADER} header)"
         raise V2Error(f"request JSON is malformed: {exc}{hint}") from exc

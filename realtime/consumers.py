@@ -15,7 +15,7 @@ from django.conf import settings
 from app.core.errors import STATUS_CODES, ApiError
 from app.monitoring import metrics, recording
 from app.serving import runtime
-from inference import v2
+from inference import jsonio, v2
 from inference.errors import InferenceError
 
 CLOSE_TOKEN_EXPIRED = 4401
@@ -57,7 +57,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "error", "code": "too_large", "message": "message exceeds 1 MiB"})
             return
         try:
-            content = json.loads(raw)
+            content = jsonio.loads(raw)
         except ValueError:
             await self.send_json({"type": "error", "code": "bad_json", "message": "messages must be JSON objects"})
             return

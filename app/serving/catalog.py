@@ -7,14 +7,17 @@ process; the process that made the change drops its entry at once (on commit).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from app.accounts.models import Role, User
 from app.core.db import db_async
 from app.core.errors import NotFound
 from app.registry.models import MlModel, ModelVersion, Stage, Visibility
+from inference.signature import Signature
 
 CATALOG_TTL = 1.0
 
@@ -54,9 +57,16 @@ class VersionInfo:
     stage: str
     extras: dict[str, Any]
 
+    @cached_property
+    def parsed_signature(self) -> Signature:
+        """Parsed once per process: versions are immutable."""
+        return Signature.from_dict(self.signature)
+
 
 _models: dict[str, tuple[float, ModelInfo | None]] = {}
 _versions: dict[tuple[int, int], VersionInfo] = {}
+# One query per model when an entry expires, however many requests miss on it at once.
+_fetching: dict[str, asyncio.Future[ModelInfo | None]] = {}
 
 
 def _fetch_model(name: str) -> ModelInfo | None:
@@ -103,9 +113,21 @@ async def model_info(name: str) -> ModelInfo | None:
     cached = _models.get(name)
     if cached is not None and cached[0] > now:
         return cached[1]
-    info = await db_async(_fetch_model)(name)
-    _models[name] = (now + CATALOG_TTL, info)
-    return info
+    pending = _fetching.get(name)
+    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+        pending = _fetching[name] = asyncio.ensure_future(_refresh(name, now))
+    # Shielded: a caller that goes away must not cancel the lookup the others wait for.
+    return await asyncio.shield(pending)
+
+
+async def _refresh(name: str, now: float) -> ModelInfo | None:
+    try:
+        info = await db_async(_fetch_model)(name)
+        _models[name] = (now + CATALOG_TTL, info)
+        return info
+    finally:
+        if _fetching.get(name) is asyncio.current_task():
+            del _fetching[name]
 
 
 async def version_info(model: ModelInfo, number: int) -> VersionInfo | None:
@@ -129,7 +151,9 @@ async def model_for(user: User, name: str) -> ModelInfo:
 
 
 def forget(name: str) -> None:
+    """Drops ``name``'s entry; the next request looks it up afresh."""
     _models.pop(name, None)
+    _fetching.pop(name, None)
 
 
 def forget_all() -> None:

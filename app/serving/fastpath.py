@@ -39,7 +39,7 @@ from app.core.errors import ApiError, Invalid, error_response
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
-from inference import v2
+from inference import jsonio, v2
 from inference.errors import InferenceError
 
 from . import calls, v2_views
@@ -321,7 +321,10 @@ async def _authenticate(headers: dict[str, str]) -> User | None:
 
 def _query_version(scope: Scope) -> int | None:
     """``?version=N`` as django-ninja would parse it (422 with the same details when it is not an integer)."""
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("version")
+    query: bytes = scope.get("query_string", b"")
+    if b"version" not in query:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("version")
     if not values:
         return None
     raw = values[-1]
@@ -336,7 +339,7 @@ def _query_version(scope: Scope) -> int | None:
 def _predict_inputs(body: bytes) -> Any:
     """``inputs`` of a predict body, with the errors django-ninja gives for the same body."""
     try:
-        payload = json.loads(body)
+        payload = jsonio.loads(body)
     except ValueError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:  # django-ninja says the same of a non-object

@@ -18,7 +18,9 @@ _pipelines: dict[tuple[int, int], FeaturePipeline] = {}
 
 
 def is_records(inputs: Any) -> bool:
-    return isinstance(inputs, list) and bool(inputs) and all(isinstance(r, dict) for r in inputs)
+    # The first row decides cheaply for tensors (a list of lists); records need every row checked.
+    return isinstance(inputs, list) and bool(inputs) and isinstance(inputs[0], dict) and all(
+        isinstance(r, dict) for r in inputs)
 
 
 def records_to_inputs(target: Target, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:

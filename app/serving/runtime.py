@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -111,6 +112,10 @@ def get_pool() -> ModelPool:
 
 @on_startup
 async def _start() -> None:
+    if settings.GIL_SWITCH_INTERVAL_MS > 0:
+        # The runner thread takes the GIL back after every torch op; at Python's default of 5 ms it waits
+        # up to that long each time while the event loop is busy, stretching forward passes under load.
+        sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL_MS / 1000)
     get_pool()
 
 
@@ -190,8 +195,7 @@ async def resolve(user: User, name: str, version: int | None) -> Target:
     found = await catalog.version_info(info, number)
     if found is None:
         raise NotFound(f"model {name!r} has no version {number}")
-    return Target(model=info, version=number, label=label, signature=Signature.from_dict(found.signature),
-                  extras=dict(found.extras))
+    return Target(model=info, version=number, label=label, signature=found.parsed_signature, extras=found.extras)
 
 
 def deadline_for(target: Target, timeout_ms: float | None) -> float:
