@@ -616,11 +616,17 @@ class Launcher:
         metrics_dir = config.var_dir / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
+        workers: list[tuple[Child, Path]] = []
         for i, path in enumerate(layout.sockets):
             path.unlink(missing_ok=True)
             web = web_worker_argv(path, drain_seconds=config.drain_seconds)
-            self._spawn(Child(f"uvicorn {i}", web, stop_timeout=config.drain_seconds + 5, group="web",
-                              extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}))
+            child = Child(f"uvicorn {i}", web, stop_timeout=config.drain_seconds + 5, group="web",
+                          extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+            self._spawn(child)
+            workers.append((child, path))
+        # nginx only once every worker listens (uvicorn binds after its startup hooks): a POST that nginx
+        # sends to a worker still starting is answered 502, and nginx would mark that worker down.
+        self._wait_for_workers(workers)
         # SIGQUIT: stop accepting, let requests in flight finish (worker_shutdown_timeout bounds it).
         site = layout.site
         self._spawn(Child("nginx", site.argv(layout.binary, "-g", "daemon off;"),
@@ -650,6 +656,28 @@ class Launcher:
         url = f"redis://127.0.0.1:{port}/0"
         self.env["REDIS_URL"] = url
         _log(f"embedded Redis on {url} (data in {data_dir})")
+
+    def _wait_for_workers(self, workers: list[tuple[Child, Path]], timeout: float = 180.0) -> None:
+        waiting = list(workers)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            self._check_stop()
+            for child, path in list(waiting):
+                code = child.poll()
+                if code is not None:
+                    raise LauncherError(f"{child.name} {_describe_exit(code)} before it listened on {path}")
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(1)
+                    try:
+                        probe.connect(str(path))
+                    except OSError:
+                        continue  # not bound yet, or still starting
+                waiting.remove((child, path))
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise LauncherError(f"{', '.join(c.name for c, _ in waiting)} did not listen within {timeout:g}s")
+            time.sleep(0.1)
 
     def _wait_for_redis(self, redis: Child, port: int, timeout: float = 60.0) -> None:
         import redis as redis_py

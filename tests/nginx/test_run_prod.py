@@ -112,7 +112,7 @@ def test_run_prod_serves_through_nginx_and_stops_cleanly(launched: LaunchedProd)
     with httpx.Client(base_url=launched.base_url, verify=launched.tls(), timeout=10) as client:
         password = (launched.var_dir / "admin-password.txt").read_text().strip()
         tokens = client.post("/api/v1/auth/token", json={"username": "admin", "password": password})
-        assert tokens.status_code == 200, tokens.text
+        assert tokens.status_code == 200, f"{tokens.text}\n{launched.log()[-6000:]}"
         me = client.get("/api/v1/me", headers=bearer(tokens.json()["access"]))
         assert me.json()["role"] == "admin"
         # Production settings: HSTS on every answer (here from nginx).
