@@ -88,8 +88,17 @@ class LaunchedProd:
 
     def close(self) -> None:
         if self.process.poll() is None:
+            # After a failure: SIGKILL the launcher, then let its children (PDEATHSIG) finish before the
+            # directory goes. Redis must still be able to save there, or it refuses to exit and stays.
+            children = _descendants(self.process.pid)
             self.process.kill()
             self.process.wait()
+            deadline = time.monotonic() + 20
+            while _alive(children) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for pid in children:
+                if _alive({pid: children[pid]}):
+                    os.kill(pid, signal.SIGKILL)
         self._log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
