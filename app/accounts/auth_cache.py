@@ -49,6 +49,16 @@ _generations = itertools.count()
 _generation = next(_generations)
 
 
+async def authenticate_header(authorization: str) -> Principal | None:
+    """The principal behind an ``Authorization`` header value, or None when it carries no bearer
+    credential; a wrong credential raises like `authenticate`."""
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    return await authenticate(credential)
+
+
 async def authenticate(raw: str) -> Principal:
     """The principal behind a bearer credential (API key or JWT access token); raises what
     `services.credential_authenticate` raises (`Unauthorized`)."""

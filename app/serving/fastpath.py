@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.http import HttpResponse
 from django.http.request import split_domain_port, validate_host
+from django.urls import resolve
 
 from app.accounts import auth_cache
 from app.accounts.models import User
@@ -52,10 +53,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PREDICT = re.compile(r"/api/v1/models/([^/]+)/predict")
 V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-# The route names Django's URL resolver gives these paths, so /metrics has one series per route.
-PREDICT_ROUTE = "/api/v1/models/<name>/predict"
-V2_ROUTES = ("/v2/models/<str:name>/infer", "/v2/models/<str:name>/versions/<str:version>/infer")
 STATUS_CLIENT_GONE = 499  # nginx's code for "the client closed the connection first"
+
+
+class ClientGone(BaseException):
+    """The client disconnected while its body was being read. A BaseException, like a cancellation,
+    so the handlers' catch-all for server errors does not answer it."""
 
 
 class InvalidJson(Invalid):
@@ -82,6 +85,10 @@ class Response:
         """An error response built by the helpers the Django views use, so the two cannot differ."""
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in django_response.items()]
         return cls(django_response.status_code, django_response.content, headers)
+
+
+def _route_of(path: str) -> str:
+    return "/" + str(resolve(path).route)
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
@@ -113,6 +120,9 @@ class InferenceFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.enabled: bool = settings.FAST_PATH
+        # The route names Django's resolver gives these paths, so /metrics keeps one series per route.
+        self.predict_route = _route_of("/api/v1/models/m/predict")
+        self.v2_routes = (_route_of("/v2/models/m/infer"), _route_of("/v2/models/m/versions/1/infer"))
         self.security_headers = _security_headers()
         self.hsts = _hsts_header()
         allowed = list(settings.ALLOWED_HOSTS)
@@ -135,12 +145,12 @@ class InferenceFastPath:
             if (match := PREDICT.fullmatch(path)) is not None:
                 headers = self._headers(scope)
                 if headers is not None:
-                    await self._serve(self._predict, PREDICT_ROUTE, match, scope, headers, receive, send)
+                    await self._serve(self._predict, self.predict_route, match, scope, headers, receive, send)
                     return
             elif (match := V2_INFER.fullmatch(path)) is not None:
                 headers = self._headers(scope)
                 if headers is not None:
-                    route = V2_ROUTES[match.group(2) is not None]
+                    route = self.v2_routes[match.group(2) is not None]
                     await self._serve(self._v2_infer, route, match, scope, headers, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -194,6 +204,8 @@ class InferenceFastPath:
             out.append((b"content-length", str(len(response.body)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": response.body})
+        except ClientGone:
+            status = STATUS_CLIENT_GONE
         except asyncio.CancelledError:
             if not cycle.gone:
                 raise
@@ -286,8 +298,7 @@ class _Cycle:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.gone = True
-                raise asyncio.CancelledError
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -311,12 +322,8 @@ class _Cycle:
 
 async def _authenticate(headers: dict[str, str]) -> User | None:
     """The caller, or None without a bearer credential; a wrong credential raises Unauthorized."""
-    scheme, _, credential = headers.get("authorization", "").partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        return None
-    principal = await auth_cache.authenticate(credential)
-    return principal.user
+    principal = await auth_cache.authenticate_header(headers.get("authorization", ""))
+    return None if principal is None else principal.user
 
 
 def _query_version(scope: Scope) -> int | None:

@@ -61,13 +61,11 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
                 return response
             try:
                 if auth:
-                    header = request.headers.get("Authorization", "")
-                    scheme, _, token = header.partition(" ")
-                    if scheme.lower() != "bearer" or not token.strip():
+                    principal = await auth_cache.authenticate_header(request.headers.get("Authorization", ""))
+                    if principal is None:
                         response = v2_error(401, UNAUTHENTICATED)
                         response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
                         return response
-                    principal = await auth_cache.authenticate(token.strip())
                     request.user = principal.user
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
