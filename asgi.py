@@ -11,15 +11,15 @@ from django.core.asgi import get_asgi_application
 django_http = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 import app.serving.runtime  # noqa: F401, E402  (registers the serving pool's lifespan hooks)
 import realtime.app_topics  # noqa: E402, F401  (job and model topics)
 from app.core.lifecycle import LifespanApp  # noqa: E402
+from app.core.staticfiles import StaticFilesHandler  # noqa: E402
 from app.serving.fastpath import InferenceFastPath  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 
-django_app = ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http
+django_app = StaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http
 # The two hot inference routes skip Django's request cycle; everything else goes to Django.
 http_app = InferenceFastPath(django_app)
 

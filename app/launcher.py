@@ -244,7 +244,7 @@ def _url_host(host: str) -> str:
 # --- the production layout: nginx in front of uvicorn workers on unix sockets -----------------------------
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_RATE = re.compile(r"^(\d+)r/([sm])$")
+_RATE = re.compile(r"([0-9]{1,9})r/([sm])")
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 _MAX_SOCKET_PATH = 107
 
@@ -263,7 +263,7 @@ def render_template(text: str, values: Mapping[str, object]) -> str:
 
 
 def _rate_per_second(rate: str) -> float:
-    match = _RATE.match(rate)
+    match = _RATE.fullmatch(rate)
     if match is None:
         raise LauncherError(f"{rate!r} is not an nginx rate such as 10r/s or 30r/m")
     return int(match.group(1)) / (60 if match.group(2) == "m" else 1)

@@ -191,6 +191,8 @@ AWS_REGION = env("AWS_DEFAULT_REGION", "us-east-1")
 # trusts every uploader (docs/security.md).
 ALLOW_CODE_ARTIFACTS = env_bool("TORCHWIRE_ALLOW_CODE_ARTIFACTS", False)
 MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
+# Publishing runs the new version's one-row warm-up first, for at most this long (docs/security.md).
+PUBLISH_DRY_RUN_SECONDS = float(env("TORCHWIRE_PUBLISH_DRY_RUN_SECONDS", "60"))
 
 # Datasets and jobs.
 MAX_DATASET_BYTES = env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024)
@@ -321,7 +323,7 @@ SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^v2/health/"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^readyz\Z", r"^metrics\Z", r"^v2/health/"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)

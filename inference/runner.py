@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -32,11 +33,11 @@ import torch
 from torch import nn
 
 from inference.datatypes import numpy_to_torch, torch_to_numpy
-from inference.errors import DeviceError
+from inference.errors import DeviceError, InferenceError, SignatureError
 from inference.formats import load_module
 from inference.signature import Signature
 
-__all__ = ["Runner", "resolve_device"]
+__all__ = ["Runner", "dry_run", "resolve_device"]
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -172,6 +173,50 @@ class Runner:
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"output {name!r} is a {type(value).__name__}, not a tensor")
         return dict(zip(names, values, strict=True))  # type: ignore[arg-type]
+
+
+def dry_run(
+    path: str | os.PathLike[str],
+    fmt: str,
+    architecture: str | None,
+    config: Mapping[str, Any] | None,
+    signature: Signature,
+    *,
+    max_elements: int,
+    allow_code: bool = False,
+) -> None:
+    """The warm-up every serving process runs before it serves (`Runner.warm_up`: one zero row shaped by
+    `signature`, outputs checked against it), on the CPU, so that an artifact and a signature that
+    disagree are refused when published instead of failing every call.
+
+    Blocking, on the calling thread: call it off the event loop, and bound its time there. The input is
+    bounded before anything is allocated: one row of an input may hold at most `max_elements` elements
+    (no request could send more). Raises `SignatureError` naming the disagreement, or what
+    `load_module` raises for the artifact itself.
+    """
+    for spec in signature.inputs:
+        elements = math.prod(1 if d == -1 else d for d in spec.shape[1:])
+        if elements > max_elements:
+            raise SignatureError(
+                f"input {spec.name!r}: one row of shape {list(spec.shape)} holds {elements} elements, more than "
+                f"the {max_elements} a request may send"
+            )
+    module = load_module(path, fmt, architecture, config, "cpu", allow_code=allow_code)
+    runner = Runner(module, signature, "cpu")
+    try:
+        runner._forward_sync(module, dict(signature.example_inputs(rows=1)))
+    except InferenceError:
+        raise
+    except Exception as exc:
+        # The first line only: some torch errors go on with the C++ source location.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        raise SignatureError(
+            f"the model cannot run its signature on one row of zeros: {reason}",
+            details={"inputs": [s.to_dict() for s in signature.inputs],
+                     "outputs": [s.to_dict() for s in signature.outputs]},
+        ) from exc
+    finally:
+        runner.close()
 
 
 def _worker(num_threads: int) -> concurrent.futures.ThreadPoolExecutor:

@@ -3,6 +3,7 @@ The rules are the app's own selectors, so a topic is readable exactly when the o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.accounts.models import User
@@ -11,10 +12,12 @@ from app.core.errors import NotFound
 from realtime.bus import parse_topic
 from realtime.topics import register_topic
 
+_JOB_ID = re.compile(r"[1-9][0-9]{0,17}")
+
 
 def _job_id(topic: str) -> int:
     _, key = parse_topic(topic)
-    if not key.isdigit():
+    if _JOB_ID.fullmatch(key) is None:  # not str.isdigit: "²" is a digit that int() refuses
         raise NotFound("no such job")
     return int(key)
 

@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 EVENT_MESSAGE = "bus.event"
 # Control messages share the `type` field with events; an event may not take one of their names.
 RESERVED_TYPES = frozenset({"subscribed", "unsubscribed", "reset", "error", "ping", "pong"})
-TOPIC_RE = re.compile(r"^(?P<prefix>[a-z][a-z0-9_]{0,31}):(?P<key>[^\s{}\x00-\x1f\x7f]{1,200})$")
-TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$")
+# Both are matched against the whole string (`fullmatch`): `$` would also match before a trailing newline,
+# so "model:x\n" would read as "model:x" when authorized while naming another topic.
+TOPIC_RE = re.compile(r"(?P<prefix>[a-z][a-z0-9_]{0,31}):(?P<key>[^\s{}\x00-\x1f\x7f]{1,200})")
+TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
 
 
 def int_setting(name: str, env_name: str, default: int) -> int:
@@ -87,7 +89,7 @@ async def _redis_slot() -> AsyncIterator[None]:
 
 def parse_topic(topic: object) -> tuple[str, str]:
     """``(prefix, key)`` of a well-formed topic such as ``job:42``; ValueError otherwise."""
-    match = TOPIC_RE.match(topic) if isinstance(topic, str) else None
+    match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
     if match is None:
         raise ValueError(f"{topic!r} is not a topic: expected '<prefix>:<key>', at most 200 characters after ':'")
     return match["prefix"], match["key"]
@@ -186,12 +188,18 @@ class Backlog:
     events: list[Event] | None
 
 
-def _publish_args(topic: str, type: str, data: Mapping[str, Any]) -> tuple[list[str], list[str | int], str]:
-    parse_topic(topic)
-    if not isinstance(type, str) or not TYPE_RE.match(type) or type in RESERVED_TYPES:
+def check_event_type(type: object) -> str:
+    """``type`` if it may name an event; ValueError otherwise."""
+    if not isinstance(type, str) or TYPE_RE.fullmatch(type) is None or type in RESERVED_TYPES:
         raise ValueError(
             f"event type {type!r}: letters, digits and _.:- (at most 100), not one of {sorted(RESERVED_TYPES)}"
         )
+    return type
+
+
+def _publish_args(topic: str, type: str, data: Mapping[str, Any]) -> tuple[list[str], list[str | int], str]:
+    parse_topic(topic)
+    check_event_type(type)
     if not isinstance(data, Mapping):
         raise TypeError(f"event data must be a dict, not {data.__class__.__name__}")
     data_json = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)

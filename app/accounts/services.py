@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from ninja_jwt.exceptions import TokenError
@@ -43,6 +44,11 @@ class Principal:
 
 
 def user_create(*, username: str, password: str | None, role: Role | str = Role.MEMBER, email: str = "") -> User:
+    try:  # the model's own validator (full match, `\Z`), which only forms run: a name is a topic key too
+        User.username_validator(username)
+    except ValidationError as exc:
+        raise Invalid(f"invalid username {username!r}: {exc.messages[0]}",
+                      details=[{"loc": ["username"], "msg": "invalid"}]) from exc
     if User.objects.filter(username=username).exists():
         raise Invalid(f"user {username!r} already exists", details=[{"loc": ["username"], "msg": "taken"}])
     user = User(username=username, email=email, role=Role(role))

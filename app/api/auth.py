@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest
 from ninja_extra import ControllerBase
+from ninja_extra.permissions import AsyncBasePermission
 from ninja_extra.security import AsyncHttpBearer
 
 from app.accounts import auth_cache
@@ -36,6 +38,40 @@ def require_role(user: Any, role: Role) -> None:
     """Raises 403 unless ``user`` has at least ``role``."""
     if not isinstance(user, User) or not user.has_role(role):
         raise Forbidden(f"this action needs the {role.value} role or higher")
+
+
+PathCheck = Callable[[User, dict[str, Any]], Awaitable[None]]
+
+
+class BeforeBody(AsyncBasePermission):
+    """A route's permission check that runs before its body is parsed.
+
+    ninja-extra checks route permissions after authentication and before it resolves the parameters,
+    which is when Django parses a multipart body (file parts spooled to disk, fields decoded). So an
+    upload from a caller who may not make it is refused without its body being parsed, and a malformed
+    body from such a caller answers 403, not 400. ``check(caller, path_params)`` raises an ApiError
+    (403, 404) to refuse; the path parameters are the URL's strings, not yet converted.
+    """
+
+    def __init__(self, check: PathCheck) -> None:
+        self.check = check
+
+    async def has_permission_async(self, request: HttpRequest, controller: ControllerBase) -> bool:
+        user = getattr(request, "auth", None)
+        if not isinstance(user, User):
+            raise Forbidden("this action needs an authenticated user")
+        match = request.resolver_match
+        await self.check(user, dict(match.kwargs) if match is not None else {})
+        return True
+
+
+def role_before_body(role: Role) -> BeforeBody:
+    """`BeforeBody` that only asks for ``role``."""
+
+    async def check(user: User, path: dict[str, Any]) -> None:
+        require_role(user, role)
+
+    return BeforeBody(check)
 
 
 class Controller(ControllerBase):

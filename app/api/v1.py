@@ -5,8 +5,16 @@ from __future__ import annotations
 import logging
 import math
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja_extra import NinjaExtraAPI
@@ -115,6 +123,25 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_response(413, "request body is larger than the limit for this endpoint")
+
+
+@api.exception_handler(MultiPartParserError)
+def _bad_multipart(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+    # Outside the API Django answers these 400 itself; in here the catch-all below would make them 500s.
+    return error_response(400, f"request body is not valid multipart/form-data: {exc}", code="invalid_multipart")
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # Too many form fields or files, a malformed multipart part, ... (RequestDataTooBig is 413 above).
+    # Only the upload limits say what was wrong; other texts may name server paths.
+    known = isinstance(exc, TooManyFieldsSent | TooManyFilesSent)
+    return error_response(400, f"request refused: {exc}" if known else "request refused as malformed")
+
+
+@api.exception_handler(BadRequest)
+def _bad_request(request: HttpRequest, exc: BadRequest) -> HttpResponse:
+    return error_response(400, str(exc) or "bad request")
 
 
 @api.exception_handler(HttpError)

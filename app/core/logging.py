@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def clean_request_id(value: str | None) -> str:
     """An incoming X-Request-ID is kept when it is short and plain, so proxies can correlate; else a new one."""
-    if value and _VALID_REQUEST_ID.match(value):
+    if value and _VALID_REQUEST_ID.fullmatch(value):
         return value
     return uuid.uuid4().hex
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -43,11 +44,24 @@ class StoredObject:
     sha256: str
 
 
+# Segments of letters, digits, '.', '_' and '-' joined by '/', matched whole: no control character,
+# space, backslash or empty segment ever reaches a path or an S3 key.
+KEY_RE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
 def _clean_key(key: str) -> str:
-    # Split the raw string: PurePosixPath would quietly fold "a//b", "./a" and "a/" into other keys.
-    if any(part in ("", ".", "..") for part in key.split("/")):
+    # Split the raw string: PurePosixPath would quietly fold "./a" and "a/." into other keys.
+    if not isinstance(key, str) or KEY_RE.fullmatch(key) is None or any(p in (".", "..") for p in key.split("/")):
         raise StorageError(f"invalid storage key {key!r}")
     return key
+
+
+def is_valid_key(key: str) -> bool:
+    try:
+        _clean_key(key)
+    except StorageError:
+        return False
+    return True
 
 
 class Storage(Protocol):

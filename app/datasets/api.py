@@ -11,7 +11,8 @@ from ninja import File, Schema
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
-from app.api.auth import Controller, bearer_auth
+from app.accounts.models import Role
+from app.api.auth import Controller, bearer_auth, role_before_body
 from app.core.errors import Invalid, PayloadTooLarge
 from app.core.storage import get_storage
 from inference.tabular import preview
@@ -56,7 +57,8 @@ def _upload_path(upload: UploadedFile) -> tuple[Path, bool]:
 
 @api_controller("/datasets", tags=["datasets"], auth=bearer_auth)
 class DatasetController(Controller):
-    @route.post("", response={201: DatasetOut}, summary="Upload a CSV (multipart field `file`)")
+    @route.post("", response={201: DatasetOut}, summary="Upload a CSV (multipart field `file`)",
+                permissions=[role_before_body(Role.MEMBER)])
     async def upload(self, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
         if file.size is not None and file.size > settings.MAX_DATASET_BYTES:
             raise PayloadTooLarge(f"dataset exceeds the limit of {settings.MAX_DATASET_BYTES} bytes")

@@ -20,8 +20,15 @@ from .models import Dataset
 
 def _dataset_create(*, owner: User, name: str, key: str, sha256: str, size: int, profile: dict) -> Dataset:
     with transaction.atomic():
-        return Dataset.objects.create(owner=owner, name=name[:255], storage_key=key, sha256=sha256, size_bytes=size,
+        return Dataset.objects.create(owner=owner, name=name, storage_key=key, sha256=sha256, size_bytes=size,
                                       row_count=int(profile["rows"]), profile=profile)
+
+
+def dataset_name_clean(name: str) -> str:
+    """The display name kept for an upload: printable characters only (as Django's multipart parser leaves
+    a file name; `manage.py train` passes its own), at most 255 of them."""
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()[:255]
+    return cleaned or "dataset.csv"
 
 
 async def dataset_upload(*, owner: User, name: str, path: Path) -> Dataset:
@@ -37,7 +44,7 @@ async def dataset_upload(*, owner: User, name: str, path: Path) -> Dataset:
     key = f"datasets/{owner.pk}/{uuid.uuid4().hex}.csv"
     stored = await storage.save_file(key, path)
     try:
-        return await sync_to_async(_dataset_create)(owner=owner, name=name or "dataset.csv", key=key,
+        return await sync_to_async(_dataset_create)(owner=owner, name=dataset_name_clean(name), key=key,
                                                     sha256=stored.sha256, size=stored.size, profile=profile.to_dict())
     except BaseException:
         await storage.delete(key)

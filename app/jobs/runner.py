@@ -9,7 +9,6 @@ and every terminal transition checks that this worker still holds the lease.
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 import os
 import socket
@@ -24,9 +23,12 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from app.core.csvfile import csv_writer
+from app.core.errors import ApiError
 from app.core.storage import get_storage
 from app.registry.models import ModelVersion, Stage
 from app.registry.services import model_version_create
+from inference.errors import InferenceError
 
 from . import services
 from .models import Job, JobKind
@@ -97,6 +99,12 @@ def job_run(*, job_id: int) -> str:
             return "cancelled"
         except _LeaseLost:
             return "lease lost"
+        except (ApiError, InferenceError) as exc:
+            # The job's input cannot be used (a dataset that cannot train, a model that cannot predict it):
+            # the job says why; there is no server fault to trace.
+            logger.warning("job %s failed: %s", job.pk, exc.message)
+            services.job_fail(job=job, worker=worker, error=exc.message[:2000])
+            return "failed"
         except Exception as exc:
             logger.exception("job %s failed", job.pk)
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -177,65 +185,51 @@ def _train(job: Job, worker: str, lost: threading.Event) -> str:
 
 def _batch_predict(job: Job, worker: str) -> str:
     import numpy as np
+    import torch
 
-    from inference.features import FeaturePipeline
-    from inference.formats import load_module
-    from inference.signature import Signature
+    from inference.formats import load_module, sha256_file
     from inference.tabular import DatasetProfile, iter_rows
     from inference.training import format_predictions
 
     assert job.dataset is not None and job.model is not None
-    version = ModelVersion.objects.get(model=job.model, number=job.params["version"])
-    pipeline_data = version.extras.get("pipeline")
-    if not pipeline_data:
-        raise ValueError("batch prediction needs a model trained by Torchwire (it applies its feature pipeline)")
-    pipeline = FeaturePipeline.from_dict(pipeline_data)
-    labels, task = version.extras.get("labels") or [], version.extras.get("task", "regression")
+    version = ModelVersion.objects.select_related("model").get(model=job.model, number=job.params["version"])
+    # Checked when the job was created; versions and datasets do not change, so this only guards old jobs.
+    plan = services.batch_predict_plan(version=version, dataset=job.dataset)
     weights = _download(version.artifact_key, ".safetensors")
     dataset_path = _download(job.dataset.storage_key, ".csv")
     out_fd, out_name = tempfile.mkstemp(prefix="tw-predictions-", suffix=".csv")
     os.close(out_fd)
     out_path = Path(out_name)
+    classification = plan.task == "classification"
     try:
-        from inference.formats import sha256_file
-
         if sha256_file(weights) != version.artifact_sha256:
             raise ValueError(f"artifact of version {version.number} failed its sha256 check")
         module = load_module(weights, version.format, version.architecture, version.config, "cpu")
-        Signature.from_dict(version.signature)
         profile = DatasetProfile.from_dict(job.dataset.profile)
-        columns = [c for c in pipeline.columns if c in profile.names]
-        missing = sorted(set(pipeline.columns) - set(columns))
-        if missing:
-            raise ValueError(f"the dataset lacks columns the model needs: {', '.join(missing)}")
-        import torch
-
         rows = 0
         with out_path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            header_written = False
+            # Labels come from training data, which anyone who trains a public model chooses.
+            writer = csv_writer(fh)
+            writer.writerow(["row", "label", *[f"p_{label}" for label in plan.labels]] if classification
+                            else ["row", "value"])
             batch: list[dict[str, Any]] = []
 
             def flush() -> None:
-                nonlocal header_written, rows
-                x = pipeline.transform_records(batch)
+                nonlocal rows
+                x = plan.pipeline.transform_records(batch)
                 with torch.inference_mode():
                     outputs = module(torch.from_numpy(np.asarray(x))).float().numpy()
-                for record in format_predictions(outputs, labels, task):
-                    if not header_written:
-                        names = ["row", "label", *[f"p_{label}" for label in labels]] if task == "classification" \
-                            else ["row", "value"]
-                        writer.writerow(names)
-                        header_written = True
-                    if task == "classification":
-                        writer.writerow([rows, record["label"], *[record["probabilities"][label] for label in labels]])
+                for record in format_predictions(outputs, plan.labels, plan.task):
+                    if classification:
+                        writer.writerow([rows, record["label"],
+                                         *[record["probabilities"][label] for label in plan.labels]])
                     else:
                         writer.writerow([rows, record["value"]])
                     rows += 1
                 batch.clear()
 
-            for values in iter_rows(dataset_path, profile, columns):
-                batch.append(dict(zip(columns, values, strict=True)))
+            for values in iter_rows(dataset_path, profile, plan.columns):
+                batch.append(dict(zip(plan.columns, values, strict=True)))
                 if len(batch) >= 1024:
                     flush()
                     if services.job_cancel_requested(job=job):

@@ -3,11 +3,12 @@ terminal transitions run in Celery workers. Every transition is one transaction 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from app.accounts.models import Role, User
@@ -16,14 +17,17 @@ from app.core.logging import request_id_var
 from app.core.tasks import task_dispatch
 from app.datasets.models import Dataset
 from app.datasets.selectors import dataset_get
-from app.registry.models import MlModel, Visibility
-from app.registry.selectors import model_can_manage, model_get
-from app.registry.services import NAME_RE
+from app.registry.models import MlModel, ModelVersion, Stage, Visibility
+from app.registry.selectors import model_can_manage, model_get, model_version_get
+from app.registry.services import model_name_check, model_name_taken
+from inference.errors import InferenceError
+from inference.features import FeaturePipeline
 
 from .events import job_event_emit
 from .models import TERMINAL_STATES, Job, JobKind, JobState
 
 TASKS = {JobKind.TRAIN: "workers.tasks.train_job_task", JobKind.BATCH_PREDICT: "workers.tasks.batch_predict_job_task"}
+TASKS_PREDICTABLE = ("classification", "regression")
 HYPERPARAMETERS = {
     "hidden", "epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "dropout",
 }
@@ -81,16 +85,10 @@ def job_train_create(
         hyper = Hyperparameters.from_dict(hyper).to_dict()
     except TrainingError as exc:
         raise _field_error("hyperparameters", exc.message) from exc
-    if not NAME_RE.match(model_name):
-        raise _field_error("model_name", "1-64 lowercase letters, digits, '-' or '_'")
+    model_name_check(name=model_name, field="model_name")
 
     with transaction.atomic():
-        model = MlModel.objects.select_for_update().filter(name=model_name).first()
-        if model is None:
-            model = MlModel.objects.create(name=model_name, owner=owner, visibility=Visibility.PRIVATE,
-                                           description=f"trained from dataset {dataset.name}")
-        elif not model_can_manage(user=owner, model=model) and not (model.owner_id == owner.pk):
-            raise Conflict(f"a model named {model_name!r} exists and you cannot publish versions to it")
+        model = _train_target(owner=owner, name=model_name, dataset=dataset)
         job = Job.objects.create(
             owner=owner,
             kind=JobKind.TRAIN,
@@ -105,14 +103,70 @@ def job_train_create(
     return job
 
 
+def _train_target(*, owner: User, name: str, dataset: Dataset) -> MlModel:
+    """The model a training job registers its version on: the caller's own, or a new private one. Any
+    other taken name answers as POST /models does (409, whether or not the caller can see the model)."""
+    model = MlModel.objects.select_for_update().filter(name=name).first()
+    if model is None:
+        try:
+            with transaction.atomic():
+                return MlModel.objects.create(name=name, owner=owner, visibility=Visibility.PRIVATE,
+                                              description=f"trained from dataset {dataset.name}")
+        except IntegrityError:  # created meanwhile by a concurrent request
+            model = MlModel.objects.select_for_update().get(name=name)
+    if not (model.owner_id == owner.pk or model_can_manage(user=owner, model=model)):
+        raise model_name_taken(name)
+    return model
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch prediction runs: the version's feature pipeline, the dataset columns it reads, and
+    how outputs become CSV cells."""
+
+    pipeline: FeaturePipeline
+    columns: list[str]
+    labels: list[str]
+    task: str
+
+
+def batch_predict_plan(*, version: ModelVersion, dataset: Dataset) -> BatchPlan:
+    """Raises Invalid (422) unless ``version`` can predict every row of ``dataset``: it must be a tabular
+    model trained by Torchwire (its stored feature pipeline encodes the rows) and the dataset must hold
+    every column the pipeline reads. Checked when the job is created and again by the worker."""
+    name = f"model {version.model.name!r} version {version.number}"
+    pipeline_data = version.extras.get("pipeline")
+    task = version.extras.get("task", "regression")
+    labels = version.extras.get("labels") or []
+    if version.format != "safetensors" or not isinstance(pipeline_data, dict) or task not in TASKS_PREDICTABLE:
+        raise _field_error("model", f"{name} cannot run a batch prediction: only tabular models trained by "
+                                    "Torchwire can (it applies the feature pipeline stored with the version)")
+    try:
+        pipeline = FeaturePipeline.from_dict(pipeline_data)
+    except InferenceError as exc:
+        raise _field_error("model", f"{name} has an unusable feature pipeline: {exc.message}") from exc
+    if task == "classification" and not (isinstance(labels, list) and labels):
+        raise _field_error("model", f"{name} is a classifier without its class labels")
+    names = set(_columns(dataset))
+    missing = [c for c in pipeline.columns if c not in names]
+    if missing:
+        raise _field_error("dataset_id", f"dataset {dataset.pk} lacks columns {name} needs: {', '.join(missing)}")
+    return BatchPlan(pipeline=pipeline, columns=list(pipeline.columns), labels=[str(x) for x in labels], task=task)
+
+
 def job_batch_predict_create(*, owner: User, model_name: str, version: int | None, dataset_id: int) -> Job:
     if not owner.has_role(Role.MEMBER):
         raise Forbidden("running jobs needs the member role or higher")
     model = model_get(user=owner, name=model_name)
     dataset = dataset_get(user=owner, dataset_id=dataset_id)
-    from app.registry.selectors import model_version_serving
-
-    resolved = model_version_serving(model=model, number=version)
+    if version is None:
+        resolved = ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).select_related("model").first()
+        if resolved is None:
+            raise _field_error("version", f"model {model_name!r} has no production version; promote one or pass "
+                                          "a version")
+    else:
+        resolved = model_version_get(model=model, number=version)
+    batch_predict_plan(version=resolved, dataset=dataset)
     with transaction.atomic():
         job = Job.objects.create(
             owner=owner, kind=JobKind.BATCH_PREDICT, dataset=dataset, model=model, request_id=request_id_var.get(),

@@ -271,13 +271,13 @@ SCRAPERS: list[tuple[str, Callable[[], list[Metric]]]] = [
     ("jobs", _job_metrics),
 ]
 
-_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db$")
+_LIVE_FILE = re.compile(r"gauge_live\w+_([0-9]+)\.db")
 
 
 def _forget_dead_processes(directory: str) -> None:
     """Drops the live gauges of processes that died without their shutdown hook (a crash, a kill -9)."""
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
-        match = _LIVE_FILE.search(path)
+        match = _LIVE_FILE.fullmatch(os.path.basename(path))
         if match is None or int(match[1]) == os.getpid():
             continue
         try:

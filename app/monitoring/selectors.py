@@ -27,7 +27,7 @@ from . import drift
 from .models import DriftReport, DriftStatus, InputKind, MonitoringConfig, PredictionRecord, RequestStats, Task
 from .recording import LATENCY_EDGES_MS
 
-WINDOW_RE = re.compile(r"^(\d{1,6})([smhd])$")
+WINDOW_RE = re.compile(r"([0-9]{1,6})([smhd])")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_WINDOW = timedelta(minutes=1)
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
@@ -36,7 +36,7 @@ MAX_BUCKETS = 60
 
 def parse_window(raw: str) -> timedelta:
     """``15m``, ``1h``, ``7d`` (also ``s``): from a minute to the retention period, else 422."""
-    match = WINDOW_RE.match(raw.strip())
+    match = WINDOW_RE.fullmatch(raw) if isinstance(raw, str) else None
     longest = timedelta(days=settings.MONITORING_RETENTION_DAYS)
     window = timedelta(seconds=int(match[1]) * WINDOW_UNITS[match[2]]) if match else None
     if window is None or not MIN_WINDOW <= window <= longest:

@@ -9,7 +9,7 @@ from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
 from app.accounts.models import User
-from app.api.auth import Controller, bearer_auth
+from app.api.auth import BeforeBody, Controller, bearer_auth
 from app.core.errors import PayloadTooLarge
 
 from . import selectors, services
@@ -95,6 +95,14 @@ def _promote_out(user: User, name: str, number: int, stage: str) -> dict[str, An
     return version_out(ModelVersion.objects.select_related("model", "created_by").get(pk=promoted.pk))
 
 
+async def _may_publish(user: User, path: dict[str, Any]) -> None:
+    def check() -> None:
+        model = selectors.model_get(user=user, name=path.get("name", ""))
+        services.model_check_manage(actor=user, model=model)
+
+    await sync_to_async(check)()
+
+
 @api_controller("/models", tags=["models"], auth=bearer_auth)
 class ModelController(Controller):
     @route.get("", response=list[ModelOut], summary="Models the caller can see")
@@ -127,7 +135,8 @@ class ModelController(Controller):
         user = self.caller
         return await sync_to_async(_promote_out)(user, name, version, payload.stage)
 
-    @route.post("/{name}/versions", response={201: VersionOut}, summary="Publish version N+1 (multipart)")
+    @route.post("/{name}/versions", response={201: VersionOut}, summary="Publish version N+1 (multipart)",
+                permissions=[BeforeBody(_may_publish)])
     async def publish(
         self, name: str, artifact: File[UploadedFile], manifest: Form[str]
     ) -> tuple[int, dict[str, Any]]:

@@ -18,7 +18,8 @@ class ModelPatchIn(Schema):
     max_delay_ms: float | None = Field(default=None, ge=0, le=1000)
     max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
-    device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
+    # pydantic (Rust regex) and OpenAPI (ECMA) read `$` as the end of the text, unlike Python's `re`.
+    device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
     sharing: list[str] | None = Field(default=None, max_length=1000)
 
 

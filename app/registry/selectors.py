@@ -7,7 +7,7 @@ from django.db.models import Q, QuerySet
 from app.accounts.models import Role, User
 from app.core.errors import NotFound
 
-from .models import MlModel, ModelVersion, Stage, Visibility
+from .models import MlModel, ModelVersion, Visibility
 
 
 def _visible(user: User) -> Q:
@@ -44,18 +44,6 @@ def model_version_get(*, model: MlModel, number: int) -> ModelVersion:
     version = ModelVersion.objects.filter(model=model, number=number).first()
     if version is None:
         raise NotFound(f"model {model.name!r} has no version {number}")
-    return version
-
-
-def model_version_serving(*, model: MlModel, number: int | None) -> ModelVersion:
-    """The version a call without ``version`` goes to: the production one."""
-    if number is not None:
-        return model_version_get(model=model, number=number)
-    version = ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).first()
-    if version is None:
-        raise NotFound(
-            f"model {model.name!r} has no production version; promote one or pass a version explicitly"
-        )
     return version
 
 

@@ -5,6 +5,8 @@ Side effects (serving pool hot swap, realtime events) run from ``transaction.on_
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +19,11 @@ from app.core.errors import Conflict, Forbidden, Invalid
 
 from .models import MlModel, ModelVersion, Stage, Visibility
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+# Validators match the whole string (`fullmatch`): with `match` and `$`, "x\n" passes, since `$` also
+# matches before a trailing newline.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]{1,2})?")
+NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 
 SERVING_LIMITS: dict[str, tuple[float, float]] = {
     "max_batch_size": (1, 4096),
@@ -37,30 +42,40 @@ def _check_maintainer(actor: User) -> None:
         raise Forbidden("this action needs the maintainer role or higher")
 
 
+def model_name_check(*, name: object, field: str = "name") -> None:
+    """Raises Invalid unless ``name`` is a valid model name (it becomes a storage key and a topic)."""
+    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
+        raise Invalid(f"{field}: model name must be {NAME_RULE}",
+                      details=[{"loc": ["body", field], "field": field, "msg": f"invalid name: {NAME_RULE}"}])
+
+
+def model_name_taken(name: str) -> Conflict:
+    """The one answer for a taken name, whoever owns the model and whether or not the caller can see it:
+    names are one namespace, so that a name is taken is all a caller learns (docs/security.md)."""
+    return Conflict(f"a model named {name!r} already exists")
+
+
 def model_create(*, owner: User, name: str, description: str = "", visibility: str = Visibility.PRIVATE) -> MlModel:
     _check_maintainer(owner)
-    if not NAME_RE.match(name):
-        raise Invalid(
-            "model name must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
-            details=[{"loc": ["name"], "field": "name", "msg": "invalid name"}],
-        )
+    model_name_check(name=name)
     if visibility not in Visibility.values:
         raise Invalid(f"visibility must be one of {', '.join(Visibility.values)}")
     try:
         with transaction.atomic():
             return MlModel.objects.create(name=name, description=description, owner=owner, visibility=visibility)
     except IntegrityError as exc:
-        raise Conflict(f"a model named {name!r} already exists") from exc
+        raise model_name_taken(name) from exc
 
 
-def _check_manage(actor: User, model: MlModel) -> None:
+def model_check_manage(*, actor: User, model: MlModel) -> None:
+    """Forbidden unless ``actor`` may change ``model``: its owner (maintainer or higher) or an admin."""
     if not (actor.has_role(Role.ADMIN) or (model.owner_id == actor.pk and actor.has_role(Role.MAINTAINER))):
         raise Forbidden("only the model's owner (maintainer or higher) or an admin can change it")
 
 
-def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlModel:
-    """Applies serving config, description, visibility and sharing; all or nothing."""
-    _check_manage(actor, model)
+def model_settings_errors(*, changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """What is wrong with the serving config and visibility in ``changes`` (sharing is checked against
+    the users by `model_update`)."""
     errors = []
     for field, (low, high) in SERVING_LIMITS.items():
         if field in changes and changes[field] is not None:
@@ -70,11 +85,18 @@ def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlM
             elif field != "max_delay_ms" and int(value) != value:
                 errors.append({"loc": [field], "field": field, "msg": "must be an integer"})
     device = changes.get("device")
-    if device is not None and not DEVICE_RE.match(device):
+    if device is not None and (not isinstance(device, str) or DEVICE_RE.fullmatch(device) is None):
         errors.append({"loc": ["device"], "field": "device", "msg": "must be auto, cpu, cuda or cuda:N"})
     visibility = changes.get("visibility")
     if visibility is not None and visibility not in Visibility.values:
         errors.append({"loc": ["visibility"], "field": "visibility", "msg": f"one of {Visibility.values}"})
+    return errors
+
+
+def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlModel:
+    """Applies serving config, description, visibility and sharing; all or nothing."""
+    model_check_manage(actor=actor, model=model)
+    errors = model_settings_errors(changes=changes)
     sharing = changes.get("sharing")
     users: list[User] = []
     if sharing is not None:
@@ -123,7 +145,7 @@ def model_version_create(
     their role: the artifact comes from our own trainer, not an upload, so members can train models.
     """
     if source_job_id is None:
-        _check_manage(actor, model)
+        model_check_manage(actor=actor, model=model)
     elif not (actor.has_role(Role.ADMIN) or model.owner_id == actor.pk):
         raise Forbidden("a training job can only register versions on its owner's models")
     with transaction.atomic():
@@ -159,7 +181,7 @@ def model_version_promote(*, version: ModelVersion, stage: str, actor: User, by_
     in the same transaction, so exactly one is in production at any instant. ``by_job``: the promotion a
     training job asked for (``promote: true``), allowed to the model's owner whatever their role."""
     if not by_job:
-        _check_manage(actor, version.model)
+        model_check_manage(actor=actor, model=version.model)
     if stage not in (Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED):
         raise Invalid("stage must be one of staging, production, archived")
     with transaction.atomic():
@@ -254,6 +276,39 @@ def manifest_parse(raw: str) -> dict[str, Any]:
     return {"format": fmt, "architecture": architecture, "config": config, "signature": signature.to_dict()}
 
 
+# Publishing loads each artifact once more (see `_dry_run`); at most this many at a time per process.
+_dry_runs = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish-dry-run")
+
+
+async def _dry_run(artifact_path: str, manifest: dict[str, Any]) -> None:
+    """Runs the version's warm-up (`inference.runner.dry_run`) before it is stored: a signature that
+    contradicts the model would otherwise be accepted and then fail every call with model_load_failed.
+    Bounded: on a thread of its own pool, for at most ``PUBLISH_DRY_RUN_SECONDS`` (time spent waiting
+    for a free thread included), with inputs bounded by ``MAX_INPUT_ELEMENTS``."""
+    import asyncio
+
+    from django.conf import settings
+
+    from inference.errors import ArtifactError, SignatureError
+    from inference.runner import dry_run
+    from inference.signature import Signature
+
+    signature = Signature.from_dict(manifest["signature"])
+    run = functools.partial(dry_run, artifact_path, manifest["format"], manifest["architecture"] or None,
+                            manifest["config"], signature, max_elements=settings.MAX_INPUT_ELEMENTS,
+                            allow_code=settings.ALLOW_CODE_ARTIFACTS)
+    seconds = settings.PUBLISH_DRY_RUN_SECONDS
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(_dry_runs, run), seconds)
+    except TimeoutError as exc:
+        raise Invalid(f"the model did not finish a one-row forward pass within {seconds:g}s; it was not published",
+                      details={"reason": "dry_run_timeout"}) from exc
+    except SignatureError as exc:
+        raise _manifest_error(exc.message, "signature") from exc
+    except ArtifactError as exc:
+        raise Invalid(exc.message, details=exc.details) from exc
+
+
 async def model_version_publish(*, model: MlModel, actor: User, artifact_path: str, manifest: dict[str, Any],
                                 stage: str = Stage.NONE) -> ModelVersion:
     """Validates an uploaded artifact without executing it, stores it with its sha256 and registers it.
@@ -270,7 +325,7 @@ async def model_version_publish(*, model: MlModel, actor: User, artifact_path: s
     from inference import formats
     from inference.errors import ArtifactError, ArtifactForbidden
 
-    await sync_to_async(_check_manage)(actor, model)
+    await sync_to_async(model_check_manage)(actor=actor, model=model)
     fmt = manifest["format"]
     if fmt in ("torchscript", "torch_export") and not settings.ALLOW_CODE_ARTIFACTS:
         raise Forbidden(
@@ -291,6 +346,7 @@ async def model_version_publish(*, model: MlModel, actor: User, artifact_path: s
         raise Forbidden(exc.message, details=exc.details) from exc
     except ArtifactError as exc:
         raise Invalid(exc.message, details=exc.details) from exc
+    await _dry_run(artifact_path, manifest)
     from pathlib import Path
 
     extension = {"safetensors": "safetensors", "torchscript": "pt", "torch_export": "pt2"}[fmt]
