@@ -288,8 +288,10 @@ NINJA_JWT = {
     "UPDATE_LAST_LOGIN": True,
     "LEEWAY": 0,
 }
-# Failed-login limit per client address and username: N attempts per window seconds, then 429.
+# Failed-login limit (app/accounts/ratelimit.py): N per client address and username per window seconds,
+# and N per username from all addresses together; then 429.
 LOGIN_RATE_LIMIT = env_int("TORCHWIRE_LOGIN_RATE_LIMIT", 10)
+LOGIN_RATE_LIMIT_PER_USERNAME = env_int("TORCHWIRE_LOGIN_RATE_LIMIT_PER_USERNAME", 10 * LOGIN_RATE_LIMIT)
 LOGIN_RATE_WINDOW = env_int("TORCHWIRE_LOGIN_RATE_WINDOW", 60)
 REALTIME_TICKET_SECONDS = 30
 # Seconds a process may reuse an authenticated bearer credential without asking the database
