@@ -44,7 +44,6 @@ def _log_since(server: Server, offset: int) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.embedded
 async def test_concurrent_wrong_passwords_get_at_most_the_limit_checked(server, make_user):
     account = make_user()
     offset = _log_size(server)
@@ -62,7 +61,6 @@ async def test_concurrent_wrong_passwords_get_at_most_the_limit_checked(server, 
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.embedded
 def test_a_successful_login_does_not_count(client, make_user):
     account = make_user()
     for _ in range(LIMIT - 1):
@@ -74,7 +72,6 @@ def test_a_successful_login_does_not_count(client, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.embedded
 def test_the_username_is_counted_normalised(client, make_user):
     account = make_user(username=f"Casey-{time.monotonic_ns()}")
     spellings = [account.username, account.username.upper(), account.username.lower()]
@@ -84,7 +81,6 @@ def test_the_username_is_counted_normalised(client, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.embedded
 def test_forwarded_headers_do_not_change_the_key_without_a_proxy(client, make_user):
     """uvicorn as `make run` starts it trusts no proxy headers, so a loopback client cannot pick a fresh
     address for each guess."""
@@ -97,7 +93,6 @@ def test_forwarded_headers_do_not_change_the_key_without_a_proxy(client, make_us
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.embedded
 def test_another_address_is_not_locked_out(server, client, make_user):
     """Someone else's failures from another address do not lock the user out (lockout DoS)."""
     try:

@@ -21,7 +21,7 @@ from tests.envsetup import ROOT, RUN_DIR
 from tests.private_services import migrate
 from tests.support import Server, bearer, child_env, start_uvicorn
 
-pytestmark = [pytest.mark.slow, pytest.mark.embedded]
+pytestmark = pytest.mark.slow
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 USERS = 4
