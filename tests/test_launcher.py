@@ -179,6 +179,15 @@ def test_serves_and_stops_cleanly_on_sigterm(launched: Launched) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["access"]
+    # The login limit works on the embedded Redis (6.2), and uvicorn trusts no X-Forwarded-For here.
+    wrong = {"username": "admin", "password": "wrong"}
+    for attempt in range(10):
+        forged = {"X-Forwarded-For": f"203.0.113.{attempt}"}
+        response = httpx.post(f"{launched.base_url}/api/v1/auth/token", json=wrong, headers=forged, timeout=30)
+        assert response.status_code == 401, response.text
+    response = httpx.post(f"{launched.base_url}/api/v1/auth/token", json=wrong, timeout=30,
+                          headers={"X-Forwarded-For": "198.51.100.7"})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1, response.text
 
     processes = launched.descendants_when_settled()
     assert len(processes) >= 4, processes  # redis, uvicorn, worker (+ its pool), beat

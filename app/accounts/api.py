@@ -3,11 +3,10 @@ from django.conf import settings
 from ninja_extra import api_controller, route, status
 
 from app.api.auth import Controller, bearer_auth, principal_of
-from app.core.errors import Unauthorized
 
 from . import selectors, services
 from .models import User
-from .ratelimit import login_attempt_check, login_failure_record
+from .ratelimit import login_attempt_release, login_attempt_reserve
 from .schemas import (
     ApiKeyCreatedOut,
     ApiKeyCreateIn,
@@ -21,6 +20,7 @@ from .tickets import ticket_issue
 
 
 def _client_ip(request: object) -> str:
+    """uvicorn's client address: the TCP peer, or what nginx forwarded where uvicorn trusts it (run-prod)."""
     meta = getattr(request, "META", {})
     return str(meta.get("REMOTE_ADDR") or "unknown")
 
@@ -29,14 +29,11 @@ def _client_ip(request: object) -> str:
 class AuthController(Controller):
     @route.post("/token", response=TokenPairOut, summary="Obtain an access/refresh token pair")
     async def token_obtain(self, payload: TokenObtainIn) -> services.TokenPair:
-        request = self.http_request
-        ip = _client_ip(request)
-        await login_attempt_check(client_ip=ip, username=payload.username)
-        try:
-            return await sync_to_async(services.token_obtain)(username=payload.username, password=payload.password)
-        except Unauthorized:
-            await login_failure_record(client_ip=ip, username=payload.username)
-            raise
+        attempt = await login_attempt_reserve(client_ip=_client_ip(self.http_request), username=payload.username)
+        # A wrong password (Unauthorized) keeps the reservation: it is the failure the limit counts.
+        pair = await sync_to_async(services.token_obtain)(username=payload.username, password=payload.password)
+        await login_attempt_release(attempt=attempt)
+        return pair
 
     @route.post("/token/refresh", response=TokenPairOut, summary="Rotate a refresh token for a new pair")
     async def token_refresh(self, payload: TokenRefreshIn) -> services.TokenPair:

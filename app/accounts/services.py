@@ -18,11 +18,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from ninja_jwt.exceptions import TokenError
 from ninja_jwt.token_blacklist.models import BlacklistedToken, OutstandingToken
-from ninja_jwt.tokens import AccessToken, RefreshToken
+from ninja_jwt.tokens import RefreshToken
 
 from app.core.errors import Invalid, NotFound, Unauthorized
 
 from .models import ApiKey, Role, User
+from .tokens import CheckedAccessToken, CheckedRefreshToken
 
 API_KEY_PREFIX_LEN = 8
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -141,9 +142,10 @@ def api_key_authenticate(*, raw: str) -> Principal:
 
 
 def access_token_authenticate(*, raw: str) -> Principal:
-    """Verifies signature (HS256 only), exp, aud, iss and that the token is an access token."""
+    """Verifies signature (HS256 only), exp, aud, iss, the claims' types (`tokens.claims_check`) and that
+    the token is an access token."""
     try:
-        token = AccessToken(raw)
+        token = CheckedAccessToken(raw)
     except TokenError as exc:
         raise Unauthorized(str(exc)) from exc
     user = User.objects.filter(pk=token.get("user_id"), is_active=True).first()
@@ -193,7 +195,7 @@ def _blacklist_once(token: RefreshToken) -> None:
 
 def _refresh_token(raw: str) -> RefreshToken:
     try:
-        return RefreshToken(raw)
+        return CheckedRefreshToken(raw)
     except TokenError as exc:
         raise Unauthorized(str(exc)) from exc
 

@@ -30,6 +30,8 @@ def database_from_url(url: str, *, base_dir: Path) -> dict[str, Any]:
         raw = unquote(parts.path)
         if parts.netloc:
             raw = parts.netloc + raw
-        path = Path(raw) if raw.startswith("/") else base_dir / raw
+        # sqlite:////abs/path (the usual spelling of an absolute path) leaves "//abs/path", which POSIX
+        # paths keep as is; as a name it breaks file: URIs (sqlite3 reads "abs" as their authority).
+        path = Path("/" + raw.lstrip("/")) if raw.startswith("/") else base_dir / raw
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path), "OPTIONS": {}}
     raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite:///)")

@@ -178,9 +178,14 @@ def _sqlite_path() -> Path:
     return Path(connection.settings_dict["NAME"])
 
 
+def _sqlite_read_only(path: Path) -> sqlite3.Connection:
+    # as_uri() percent-encodes what a file: URI cannot hold as is ("?", "#", "%", spaces).
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+
+
 def _sqlite_dump(dest: Path) -> tuple[list[StoredEntry], dict[str, str]]:
     """sqlite3's online backup gives a consistent copy; the manifest is read from the copy itself."""
-    source = sqlite3.connect(f"file:{_sqlite_path()}?mode=ro", uri=True)
+    source = _sqlite_read_only(_sqlite_path())
     copy = sqlite3.connect(dest)
     try:
         source.backup(copy)
@@ -195,7 +200,7 @@ def _sqlite_is_empty() -> bool:
     path = _sqlite_path()
     if not path.exists() or path.stat().st_size == 0:
         return True
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = _sqlite_read_only(path)
     try:
         (count,) = db.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
                               ).fetchone()
@@ -208,7 +213,7 @@ def _sqlite_restore(dump: Path) -> None:
     connection.close()
     path = _sqlite_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
+    source = _sqlite_read_only(dump)
     target = sqlite3.connect(path)
     try:
         source.backup(target)
