@@ -107,6 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "app.monitoring.middleware.HttpMetricsMiddleware",
+    "app.core.middleware.StreamingConnectionMiddleware",
     "app.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "app.core.middleware.ApiErrorEnvelopeMiddleware",

@@ -6,8 +6,10 @@ import json
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from app.core.errors import error_response
 from app.core.logging import clean_request_id, request_id_var
@@ -101,3 +103,39 @@ class ApiErrorEnvelopeMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         response = await self.get_response(request)  # type: ignore[misc]
         return _envelope(response) if _needs_envelope(request, response) else response
+
+
+class StreamingConnectionMiddleware:
+    """Hands the request's database connections back to the pool before a streaming response starts.
+
+    Django closes a request's connections only when the response is closed (``request_finished``), so a
+    Server-Sent Events stream or a long download would keep the pooled connection that its view (or a
+    middleware) used on the request's thread for as long as it runs: a pool of 20 would then hold 20
+    streams at most. The body of a streaming response must open its own short-lived connections
+    (``app.core.db.db_async``). Under ASGI this runs on the request's own sync thread (the
+    ``ThreadSensitiveContext`` Django opens per request), which is where those connections live.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)
+        if response.streaming:
+            connections.close_all()
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        response = await self.get_response(request)  # type: ignore[misc]
+        if response.streaming:
+            await sync_to_async(connections.close_all)()
+        return response
