@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -106,7 +106,8 @@ class ApiErrorEnvelopeMiddleware:
 
 
 class StreamingConnectionMiddleware:
-    """Hands the request's database connections back to the pool before a streaming response starts.
+    """Hands the request's database connections back to the pool before a streaming response starts,
+    and lets the request's sync thread go.
 
     Django closes a request's connections only when the response is closed (``request_finished``), so a
     Server-Sent Events stream or a long download would keep the pooled connection that its view (or a
@@ -114,6 +115,10 @@ class StreamingConnectionMiddleware:
     streams at most. The body of a streaming response must open its own short-lived connections
     (``app.core.db.db_async``). Under ASGI this runs on the request's own sync thread (the
     ``ThreadSensitiveContext`` Django opens per request), which is where those connections live.
+
+    That thread would also stay parked until the stream ends: a thousand streams, a thousand threads
+    (and a container's pid limit). Its executor is shut down here; a later thread-sensitive call of the
+    same request (Django's ``response.close()``) gets a fresh one, which the context's exit cleans up.
     """
 
     sync_capable = True
@@ -138,4 +143,8 @@ class StreamingConnectionMiddleware:
         response = await self.get_response(request)  # type: ignore[misc]
         if response.streaming:
             await sync_to_async(connections.close_all)()
+            context = SyncToAsync.thread_sensitive_context.get(None)
+            executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
+            if executor is not None:
+                executor.shutdown(wait=False)
         return response

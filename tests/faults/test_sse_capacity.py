@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +26,11 @@ def _queued_job(owner_pk: int) -> int:
     from app.jobs.models import Job, JobKind
 
     return int(Job.objects.create(owner=User.objects.get(pk=owner_pk), kind=JobKind.TRAIN).pk)
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
 
 
 async def _next_event(stream: SseStream) -> dict[str, str]:
@@ -51,6 +57,8 @@ def test_streams_do_not_hold_pooled_connections(service_env, make_user):
                 assert not refused, f"{len(refused)} refused, e.g. {refused[0]!r}"
                 heads = await asyncio.gather(*(_next_event(s) for s in streams))
                 assert {h["event"] for h in heads} == {"subscribed"}
+                # Nor a thread each (a container's pid limit would cap the streams instead).
+                assert _threads(server.proc.pid) < STREAMS // 3
                 async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=bearer(token)) as api:
                     # Other routes are unaffected while every stream is open: each needs a connection.
                     answers = await asyncio.gather(*(api.get(f"/api/v1/jobs/{job_id}") for _ in range(20)))
