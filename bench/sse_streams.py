@@ -33,9 +33,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import start_service  # noqa: E402
+from service import start_service
 
-from tests.faults.sse_client import SseStream, open_stream  # noqa: E402  (imports nothing from Django)
+from tests.faults.sse_client import SseStream, open_stream  # imports nothing from Django
 
 
 def _proc_status(pid: int) -> dict[str, int]:
