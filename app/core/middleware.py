@@ -8,9 +8,10 @@ from http import HTTPStatus
 
 from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.db import connections
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
+from app.core.db import quiet, unavailable_error
 from app.core.errors import error_response
 from app.core.logging import clean_request_id, request_id_var
 
@@ -103,6 +104,23 @@ class ApiErrorEnvelopeMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         response = await self.get_response(request)  # type: ignore[misc]
         return _envelope(response) if _needs_envelope(request, response) else response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view outside the API's own handlers (V2 metadata, the admin) that found the database
+        unreachable: 503 with Retry-After in the route's error shape, not a 500 and a traceback."""
+        unavailable = unavailable_error(exception)
+        if unavailable is None:
+            return None
+        response: HttpResponse
+        if request.path.startswith("/api/"):
+            response = error_response(unavailable.status, unavailable.message, code=unavailable.code)
+        elif request.path.startswith("/v2/"):
+            response = JsonResponse({"error": unavailable.message}, status=unavailable.status)
+        else:
+            response = HttpResponse(unavailable.message, status=unavailable.status, content_type="text/plain")
+        for name, value in unavailable.headers.items():
+            response[name] = value
+        return quiet(response)
 
 
 class StreamingConnectionMiddleware:
