@@ -346,7 +346,10 @@ LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "app.core.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "app.core.logging.RequestIdFilter"},
+        "redis_outage": {"()": "app.core.logging.RedisOutageFilter"},
+    },
     "formatters": {
         "json": {"()": "app.core.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"},
@@ -364,6 +367,7 @@ LOGGING = {
         "uvicorn.access": {"level": "WARNING"},
         # A database outage is logged once by app.core.db (when it starts and ends), not per attempt.
         "psycopg.pool": {"level": "ERROR"},
+        "channels_redis.pubsub": {"filters": ["redis_outage"]},
     },
 }
 
