@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from app.core.db import LOOKUP_WAIT_SECONDS, STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
+from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
 
 from .services import Principal, credential_authenticate
 
@@ -88,18 +88,15 @@ async def authenticate(raw: str) -> Principal:
         lookup = loop.create_task(_check(raw), name="auth-cache-lookup")
         _inflight[key] = lookup
         lookup.add_done_callback(functools.partial(_landed, key, _generation))
-    # Shielded: a request that gives up (client gone, or the database too slow) must not cancel the
-    # lookup others wait on.
+    # Shielded: a request that gives up (client gone, or the database slow to refresh an entry it can do
+    # without) must not cancel the lookup others wait on.
+    if entry is None:
+        return await asyncio.shield(lookup)
     try:
-        return await asyncio.wait_for(asyncio.shield(lookup), STALE_WAIT_SECONDS if entry else LOOKUP_WAIT_SECONDS)
-    except TimeoutError:
-        if entry is None:
-            raise DatabaseUnavailable("the database is too slow to answer; retry shortly") from None
-    except DatabaseUnavailable:
-        if entry is None:
-            raise
-    outage.served_stale()
-    return entry.principal
+        return await asyncio.wait_for(asyncio.shield(lookup), STALE_WAIT_SECONDS)
+    except (TimeoutError, DatabaseUnavailable):
+        outage.served_stale()
+        return entry.principal
 
 
 async def _check(raw: str) -> Principal:

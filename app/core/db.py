@@ -42,10 +42,10 @@ logger = logging.getLogger(__name__)
 # Seconds between connection attempts while the database is unreachable; also the Retry-After.
 PROBE_SECONDS = 1.0
 PROBE_CONNECT_TIMEOUT = 2
-# The longest an inference request waits on a database lookup: a cached (if expired) answer is used
-# after STALE_WAIT_SECONDS, a request with none is refused (503) after LOOKUP_WAIT_SECONDS.
+# How long an inference request with an expired (but still usable) cache entry waits for the entry's
+# refresh before it goes on with the old one: a database that went away a moment ago, before the breaker
+# noticed, must not hold every cached caller for the pool's timeout.
 STALE_WAIT_SECONDS = 0.25
-LOOKUP_WAIT_SECONDS = 3.0
 # SQLSTATEs that mean "the server cannot serve this connection", not "this query is wrong": connection
 # exceptions (08xxx), admin/crash shutdown, still starting up, too many connections.
 _UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from app.accounts.models import Role, User
-from app.core.db import LOOKUP_WAIT_SECONDS, STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
+from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
 from app.core.errors import NotFound
 from app.registry.models import MlModel, ModelVersion, Stage, Visibility
 from inference.signature import Signature
@@ -127,16 +127,13 @@ async def model_info(name: str) -> ModelInfo | None:
     if pending is None or pending.get_loop() is not asyncio.get_running_loop():
         pending = _fetching[name] = asyncio.ensure_future(_refresh(name, now))
     # Shielded: a caller that goes away (or stops waiting) must not cancel the lookup the others wait for.
+    if not stale:
+        return await asyncio.shield(pending)
     try:
-        return await asyncio.wait_for(asyncio.shield(pending), STALE_WAIT_SECONDS if stale else LOOKUP_WAIT_SECONDS)
-    except TimeoutError:
-        if not stale:
-            raise DatabaseUnavailable("the database is too slow to answer; retry shortly") from None
-    except DatabaseUnavailable:
-        if not stale:
-            raise
-    outage.served_stale()
-    return cached[1] if cached else None
+        return await asyncio.wait_for(asyncio.shield(pending), STALE_WAIT_SECONDS)
+    except (TimeoutError, DatabaseUnavailable):
+        outage.served_stale()
+        return cached[1] if cached else None
 
 
 async def _refresh(name: str, now: float) -> ModelInfo | None:
@@ -154,10 +151,7 @@ async def version_info(model: ModelInfo, number: int) -> VersionInfo | None:
     key = (model.id, number)
     cached = _versions.get(key)
     if cached is None:
-        try:
-            cached = await asyncio.wait_for(db_async(_fetch_version)(model.id, number), LOOKUP_WAIT_SECONDS)
-        except TimeoutError:
-            raise DatabaseUnavailable("the database is too slow to answer; retry shortly") from None
+        cached = await db_async(_fetch_version)(model.id, number)
         if cached is None:
             return None
         _versions[key] = cached

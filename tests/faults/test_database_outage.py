@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import websockets
 
 from tests.envsetup import ROOT, RUN_DIR
 from tests.private_services import migrate, private_postgres
@@ -147,7 +148,15 @@ def test_predict_through_a_database_restart():
                     marks["down"] = time.monotonic()
                     # Only now: the cold calls must find nothing cached.
                     loops.append(asyncio.create_task(cold_loop()))
-                    await asyncio.sleep(DOWN_SECONDS)
+                    await asyncio.sleep(DOWN_SECONDS / 2)
+                    # A websocket with a credential the process cannot check: closed with 1013, try again later.
+                    async with websockets.connect(f"{server.ws_url}/ws/v1/events",
+                                                  subprotocols=["bearer", cold_key]) as ws:
+                        with pytest.raises(websockets.ConnectionClosed) as closed:
+                            await ws.recv()
+                    assert closed.value.rcvd is not None
+                    marks["ws_close"] = closed.value.rcvd.code
+                    await asyncio.sleep(DOWN_SECONDS / 2)
                     marks["starting"] = time.monotonic()
                     await asyncio.to_thread(pg.start)
                     marks["up"] = time.monotonic()
@@ -164,6 +173,7 @@ def test_predict_through_a_database_restart():
             asyncio.run(scenario())
 
             _report(answers, marks)
+            assert marks["ws_close"] == 1013
             failures = [a for a in answers if a.status not in (200, 503)]
             assert not failures, failures[:5]
             hot = [a for a in answers if a.kind.startswith("hot")]
