@@ -39,7 +39,7 @@ ResponseT = TypeVar("ResponseT", bound=HttpResponseBase)
 
 logger = logging.getLogger(__name__)
 
-# Seconds between connection attempts while the database is unreachable; also the Retry-After.
+# Seconds between connection attempts while the database is unreachable (Retry-After says twice that).
 PROBE_SECONDS = 1.0
 PROBE_CONNECT_TIMEOUT = 2
 # How long an inference request with an expired (but still usable) cache entry waits for the entry's
@@ -90,7 +90,8 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(current, psycopg.OperationalError):
             state = current.sqlstate
             return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
-        current = current.__cause__ or current.__context__
+        current = current.__cause__  # what Django's wrapper (and `raise ... from`) wraps; not __context__,
+        # which would turn a bug raised while handling an outage into a 503
     return False
 
 
@@ -111,15 +112,14 @@ class Outage:
         self.refused = 0
         self.stale = 0
         self._lock = threading.Lock()
-        self._local = threading.local()
 
     @property
     def down(self) -> bool:
         return self.enabled and self.down_since is not None
 
     def check(self) -> None:
-        """Raises CircuitOpen while the database is known to be down (the prober itself passes)."""
-        if self.down and not getattr(self._local, "probing", False):
+        """Raises CircuitOpen while the database is known to be down (the probe connects on its own)."""
+        if self.down:
             raise CircuitOpen("the database is unreachable (retrying in the background)")
 
     def connect_failed(self, exc: BaseException) -> None:
@@ -139,7 +139,8 @@ class Outage:
         UNAVAILABLE_CALLS.labels("stale").inc()
 
     def _probe(self) -> None:
-        self._local.probing = True
+        """On its own thread while the database is down: connects straight to it (not through the pool,
+        whose own retries back off) until that works."""
         while True:
             time.sleep(PROBE_SECONDS)
             try:
