@@ -16,7 +16,7 @@ from tests.conftest import off_loop
 from tests.faults.sse_client import SseStream, open_stream
 from tests.support import bearer, login, start_uvicorn
 
-pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 STREAMS = 300
 
