@@ -107,6 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "app.monitoring.middleware.HttpMetricsMiddleware",
+    "app.core.middleware.StreamingConnectionMiddleware",
     "app.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "app.core.middleware.ApiErrorEnvelopeMiddleware",
@@ -144,11 +145,19 @@ _db = database_from_url(DATABASE_URL, base_dir=BASE_DIR)
 _db["CONN_MAX_AGE"] = 0
 _db["ATOMIC_REQUESTS"] = False
 if _db["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend plus the outage breaker (app/core/postgres, app/core/db.py).
+    _db["ENGINE"] = "app.core.postgres"
     _db["OPTIONS"]["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 1),
         "max_size": env_int("DATABASE_POOL_MAX", 20),
         "timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
+        # The pool's own reconnection (backing off 1, 2, 4... s) gives up after this long, so requests
+        # never wait for a retry scheduled long after the database came back; the next checkout starts a
+        # fresh attempt (and the breaker in app/core/db.py keeps checkouts away while it is down).
+        "reconnect_timeout": env_int("DATABASE_POOL_RECONNECT_TIMEOUT", 2),
     }
+    # app.core.postgres also has the pool check each connection before handing it out, so ones the
+    # server dropped are replaced unseen.
     _db["OPTIONS"].setdefault("connect_timeout", 5)
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or None}
 else:
@@ -307,6 +316,9 @@ REALTIME_TICKET_SECONDS = 30
 # Seconds a process may reuse an authenticated bearer credential without asking the database
 # (app/accounts/auth_cache.py); also how long another process may still accept a revoked one. 0 disables.
 AUTH_CACHE_SECONDS = float(env("TORCHWIRE_AUTH_CACHE_SECONDS", "5"))
+# While the database is unreachable, cached credentials and model entries are used this many seconds past
+# their expiry (a JWT never past its own), so cached callers keep predicting; 0: refuse with 503 instead.
+DB_OUTAGE_STALE_SECONDS = float(env("TORCHWIRE_DB_OUTAGE_STALE_SECONDS", "300"))
 # Browsers always send Origin on a websocket handshake; these are the origins they may come from, on
 # top of the ALLOWED_HOSTS on any scheme.
 WEBSOCKET_ALLOWED_ORIGINS = env_list("TORCHWIRE_WEBSOCKET_ALLOWED_ORIGINS", [])
@@ -346,7 +358,10 @@ LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "app.core.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "app.core.logging.RequestIdFilter"},
+        "redis_outage": {"()": "app.core.logging.RedisOutageFilter"},
+    },
     "formatters": {
         "json": {"()": "app.core.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"},
@@ -362,6 +377,9 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "uvicorn.access": {"level": "WARNING"},
+        # A database outage is logged once by app.core.db (when it starts and ends), not per attempt.
+        "psycopg.pool": {"level": "ERROR"},
+        "channels_redis.pubsub": {"filters": ["redis_outage"]},
     },
 }
 

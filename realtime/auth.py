@@ -21,7 +21,7 @@ from app.accounts.models import User
 from app.accounts.services import Principal
 from app.accounts.tickets import ticket_redeem
 from app.core.db import db_async
-from app.core.errors import Unauthorized
+from app.core.errors import Unauthorized, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,15 @@ async def authenticate_scope(scope: dict[str, Any]) -> tuple[Principal, str | No
     raise HandshakeRefused("no credential")
 
 
+async def _refuse_unavailable(scope: dict[str, Any], send: Any, exc: Unavailable) -> None:
+    """Accepts, then closes with 1013 (try again later): a refusal before the accept would reach the
+    client as a 403, which says something else."""
+    subprotocols = list(scope.get("subprotocols") or [])
+    chosen = SUBPROTOCOL if subprotocols and subprotocols[0] == SUBPROTOCOL else None
+    await send({"type": "websocket.accept", "subprotocol": chosen})
+    await send({"type": "websocket.close", "code": 1013, "reason": exc.message[:120]})
+
+
 class WebsocketAuthMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -99,6 +108,11 @@ class WebsocketAuthMiddleware:
             message = await receive()
             if message["type"] == "websocket.connect":
                 await send({"type": "websocket.close", "code": 4401})
+            return
+        except Unavailable as exc:  # the database unreachable and the credential not cached: try later
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await _refuse_unavailable(scope, send, exc)
             return
         scope = dict(scope, user=principal.user, principal=principal, accept_subprotocol=subprotocol)
         await self.inner(scope, receive, send)

@@ -11,6 +11,7 @@ from channels.db import aclose_old_connections
 from channels.exceptions import StopConsumer
 from redis.exceptions import RedisError
 
+from app.core.errors import Unavailable
 from app.monitoring import metrics
 from realtime import bus
 from realtime.consumers import AuthenticatedConsumer
@@ -214,8 +215,9 @@ class EventsConsumer(AuthenticatedConsumer):
         topic = cursor.topic
         try:
             snapshot = await topic_snapshot(topic=topic)
-        except Exception:
-            logger.exception("snapshot of %s failed", topic)
+        except Exception as exc:
+            if not isinstance(exc, Unavailable):  # the database unreachable is logged once, elsewhere
+                logger.exception("snapshot of %s failed", topic)
             await self._leave(topic)
             await self._error("unavailable", "could not build the topic's snapshot; subscribe again", topic)
             return
@@ -287,8 +289,9 @@ class EventsConsumer(AuthenticatedConsumer):
         except TopicError as exc:
             await self._error(exc.code, exc.message, topic)
             return
-        except Exception:
-            logger.exception("authorizing %s failed", topic)
+        except Exception as exc:
+            if not isinstance(exc, Unavailable):
+                logger.exception("authorizing %s failed", topic)
             await self._error("unavailable", "could not check access to the topic; try again", topic)
             return
         async with self._lock:

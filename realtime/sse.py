@@ -15,10 +15,13 @@ import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+import redis
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, StreamingHttpResponse
 
+from app.core.db import DatabaseUnavailable
 from app.core.errors import NotFound
+from app.core.redis import get_redis
 from realtime.bus import EVENT_MESSAGE, Cursor, Event, Reset, Step, group_name
 from realtime.events import ping_seconds as default_ping_seconds
 from realtime.topics import TopicError, topic_authorize, topic_snapshot
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from app.accounts.models import User
 
 RETRY_MS = 2000
+# What a Redis outage looks like to the clients here (redis-py wraps socket errors; OSError for the rest).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def event_id(seq: int, epoch: str | None) -> str:
@@ -56,27 +61,49 @@ async def _render(cursor: Cursor, step: Step) -> list[bytes]:
     return [_frame(event.type, event.text, event_id(event.seq, event.epoch)) for event in step]
 
 
+def _error_frame(code: str, message: str) -> bytes:
+    body = json.dumps({"type": "error", "code": code, "message": message}, separators=(",", ":"))
+    return _frame("error", body)
+
+
+UNAVAILABLE = "the event stream is unavailable for a moment; reconnect (Last-Event-ID resumes it)"
+
+
 async def event_stream(topic: str, *, last_event_id: str | None = None,
                        ping_seconds: float | None = None) -> AsyncGenerator[bytes, None]:
     """The SSE byte stream of ``topic`` from ``last_event_id`` (None or empty: from now); the caller has
-    checked access. Endless: it stops when its consumer is cancelled or closes it."""
+    checked access. Endless: it stops when its consumer is cancelled or closes it.
+
+    Redis unreachable when the stream opens, or a snapshot the database cannot give: an ``error`` event
+    (code ``unavailable``) ends the stream and the client reconnects after ``retry``. Redis lost while
+    streaming: pings go on, and the next position check after it answers again delivers what was missed
+    (or a ``reset``), so the client sees no gap and need not reconnect.
+    """
     interval = ping_seconds if ping_seconds is not None else default_ping_seconds()
     layer: Any = get_channel_layer()
-    channel: str = await layer.new_channel()
+    channel: str | None = None
     group = group_name(topic)
     receiving: asyncio.Future[dict[str, Any]] | None = None
     try:
-        # Join before reading the log; the cursor drops live copies of what the read returned.
-        await layer.group_add(group, channel)
-        cursor = Cursor(topic)
-        step: Step
-        if not last_event_id:
-            now, step = await cursor.open(None)
-        elif (resume := parse_event_id(last_event_id)) is None:
-            step = await cursor.restart()
-            now = step.position
-        else:
-            now, step = await cursor.open(*resume)
+        try:
+            # A refused subscribe would leave its channel behind in the layer: ask Redis first.
+            await get_redis().ping()
+            channel = await layer.new_channel()
+            # Join before reading the log; the cursor drops live copies of what the read returned.
+            await layer.group_add(group, channel)
+            cursor = Cursor(topic)
+            step: Step
+            if not last_event_id:
+                now, step = await cursor.open(None)
+            elif (resume := parse_event_id(last_event_id)) is None:
+                step = await cursor.restart()
+                now = step.position
+            else:
+                now, step = await cursor.open(*resume)
+        except REDIS_DOWN:
+            yield f"retry: {RETRY_MS}\n".encode() + _error_frame("unavailable", UNAVAILABLE)
+            return
+        assert channel is not None
         head: dict[str, Any] = {"type": "subscribed", "topic": topic, "last_seq": now.seq, "epoch": now.epoch}
         # Only a stream that starts from now names its position here; otherwise the client's
         # Last-Event-ID must stand until the replayed events (or the reset) replace it.
@@ -90,27 +117,36 @@ async def event_stream(topic: str, *, last_event_id: str | None = None,
             if receiving is None:
                 receiving = asyncio.ensure_future(layer.receive(channel))
             done, _ = await asyncio.wait({receiving}, timeout=max(0.0, deadline - loop.time()))
-            if done:
-                message, receiving = receiving.result(), None
-                if message.get("type") != EVENT_MESSAGE:
-                    continue
-                step = await cursor.feed(Event.from_message(message))
-            else:
-                deadline = loop.time() + interval
-                yield b": ping\n\n"
-                step = await cursor.check()
+            try:
+                if done:
+                    message, receiving = receiving.result(), None
+                    if message.get("type") != EVENT_MESSAGE:
+                        continue
+                    step = await cursor.feed(Event.from_message(message))
+                else:
+                    deadline = loop.time() + interval
+                    yield b": ping\n\n"
+                    step = await cursor.check()
+            except REDIS_DOWN:
+                # The cursor has not moved: the next check, once Redis answers, catches up from there.
+                continue
             for chunk in await _render(cursor, step):
                 yield chunk
+    except DatabaseUnavailable:
+        # A reset's snapshot: the client's Last-Event-ID still names the position before it.
+        yield _error_frame("unavailable", UNAVAILABLE)
     finally:
-        await layer.group_discard(group, channel)
-        # Channels-redis drops a channel (and its pub/sub subscription) only when a receive on it is
-        # cancelled: make sure one is pending, then cancel it.
-        if receiving is None:
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)
-        receiving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiving
+        if channel is not None:
+            with contextlib.suppress(*REDIS_DOWN):
+                await layer.group_discard(group, channel)
+            # Channels-redis drops a channel (and its pub/sub subscription) only when a receive on it is
+            # cancelled: make sure one is pending, then cancel it.
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(channel))
+                await asyncio.sleep(0)
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
 
 
 async def _until(stream: AsyncGenerator[bytes, None], expires_at: float) -> AsyncGenerator[bytes, None]:

@@ -71,12 +71,15 @@ def topic_handler(topic: str) -> TopicHandler:
 
 
 async def topic_authorize(*, user: User, topic: str) -> TopicHandler:
-    """The topic's handler if ``user`` may read it; TopicError otherwise. A handler that raises an
-    ApiError (NotFound from an ``access_*`` selector, say) refuses too."""
+    """The topic's handler if ``user`` may read it; TopicError otherwise. A handler that raises a 4xx
+    ApiError (NotFound from an ``access_*`` selector, say) refuses too; a 5xx one (`Unavailable`) is
+    raised as it is."""
     handler = topic_handler(topic)
     try:
         allowed = user.is_active and await handler.authorize(user, topic)
-    except ApiError:
+    except ApiError as exc:
+        if exc.status >= 500:  # could not check (the database unreachable): not a refusal
+            raise
         allowed = False
     if not allowed:
         raise TopicError("forbidden", topic, "no such topic, or you may not read it")

@@ -13,6 +13,10 @@ for `services.credential_authenticate`. A hit costs one sha256 and a dict lookup
   `forget_all` when the transaction commits (`signals.py`): this process stops accepting the credential
   at once. Other processes, and changes made with ``QuerySet.update()`` or SQL, take up to
   ``AUTH_CACHE_SECONDS`` (docs/security.md).
+- While the database is unreachable (`app.core.db.outage`) an expired entry is still accepted, for up
+  to ``DB_OUTAGE_STALE_SECONDS`` past its expiry and never past the credential's own: cached callers
+  keep predicting through a database restart. A credential not cached then gets 503 (`DatabaseUnavailable`).
+  A refresh that answers anything else (a revoked key: `Unauthorized`) drops the entry.
 
 The cached `Principal` (and its `User`) is shared by every request that presents the credential: treat
 it as read-only. `authenticate` runs on an event loop; `forget_all` may be called from any thread.
@@ -24,13 +28,14 @@ import asyncio
 import functools
 import hashlib
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
 
-from app.core.db import db_async
+from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
 
 from .services import Principal, credential_authenticate
 
@@ -41,6 +46,7 @@ MAX_ENTRIES = 10_000
 class _Entry:
     principal: Principal
     expires: float  # time.monotonic()
+    stale_until: float  # the last moment it may stand in while the database is unreachable
 
 
 _entries: dict[bytes, _Entry] = {}
@@ -66,18 +72,31 @@ async def authenticate(raw: str) -> Principal:
         return await _check(raw)
     key = hashlib.sha256(raw.encode()).digest()
     entry = _entries.get(key)
+    now = time.monotonic()
     if entry is not None:
-        if entry.expires > time.monotonic():
+        if entry.expires > now:
             return entry.principal
-        _entries.pop(key, None)
+        if entry.stale_until <= now:
+            _entries.pop(key, None)
+            entry = None
+        elif outage.down:
+            outage.served_stale()
+            return entry.principal
     loop = asyncio.get_running_loop()
     lookup = _inflight.get(key)
     if lookup is None or lookup.get_loop() is not loop:
         lookup = loop.create_task(_check(raw), name="auth-cache-lookup")
         _inflight[key] = lookup
         lookup.add_done_callback(functools.partial(_landed, key, _generation))
-    # Shielded: a request that gives up (client gone) must not cancel the lookup others wait on.
-    return await asyncio.shield(lookup)
+    # Shielded: a request that gives up (client gone, or the database slow to refresh an entry it can do
+    # without) must not cancel the lookup others wait on.
+    if entry is None:
+        return await asyncio.shield(lookup)
+    try:
+        return await asyncio.wait_for(asyncio.shield(lookup), STALE_WAIT_SECONDS)
+    except (TimeoutError, DatabaseUnavailable):
+        outage.served_stale()
+        return entry.principal
 
 
 async def _check(raw: str) -> Principal:
@@ -87,7 +106,11 @@ async def _check(raw: str) -> Principal:
 def _landed(key: bytes, generation: int, lookup: asyncio.Task[Principal]) -> None:
     if _inflight.get(key) is lookup:
         del _inflight[key]
-    if lookup.cancelled() or lookup.exception() is not None:
+    if lookup.cancelled():
+        return
+    if (error := lookup.exception()) is not None:
+        if not isinstance(error, DatabaseUnavailable):
+            _entries.pop(key, None)  # refused now (revoked, user deactivated): the old answer is void
         return
     if generation != _generation:
         # A revocation committed while the lookup ran: its answer may predate it, so don't keep it.
@@ -95,8 +118,10 @@ def _landed(key: bytes, generation: int, lookup: asyncio.Task[Principal]) -> Non
     principal = lookup.result()
     now = time.monotonic()
     expires = now + settings.AUTH_CACHE_SECONDS
+    hard_limit = math.inf
     if principal.expires_at is not None:
-        expires = min(expires, now + (principal.expires_at - datetime.now(UTC)).total_seconds())
+        hard_limit = now + (principal.expires_at - datetime.now(UTC)).total_seconds()
+    expires = min(expires, hard_limit)
     if expires <= now:
         return
     while len(_entries) >= MAX_ENTRIES:
@@ -104,7 +129,7 @@ def _landed(key: bytes, generation: int, lookup: asyncio.Task[Principal]) -> Non
             del _entries[next(iter(_entries))]  # the oldest: dicts keep insertion order
         except (KeyError, RuntimeError, StopIteration):  # emptied by forget_all on another thread
             break
-    _entries[key] = _Entry(principal, expires)
+    _entries[key] = _Entry(principal, expires, min(expires + settings.DB_OUTAGE_STALE_SECONDS, hard_limit))
 
 
 def forget_all() -> None:

@@ -21,6 +21,7 @@ from ninja_extra import NinjaExtraAPI
 from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
+from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, error_response
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
@@ -82,7 +83,10 @@ def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse
 
 @api.exception_handler(ApiError)
 def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
-    return error_response(exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+    response = error_response(exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+    if isinstance(exc, DatabaseUnavailable):
+        quiet(response)
+    return response
 
 
 def inference_error_response(exc: InferenceError) -> HttpResponse:
@@ -160,5 +164,9 @@ def _extra_error(request: HttpRequest, exc: APIException) -> HttpResponse:
 
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A bug: 500 and the traceback. Except the database being unreachable (Django's OperationalError
+    and friends, from any ORM call): 503 with Retry-After, logged once per outage by app.core.db."""
+    if (unavailable := unavailable_error(exc)) is not None:
+        return _api_error(request, unavailable)
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error; quote the X-Request-ID header when reporting it")

@@ -54,12 +54,20 @@ async def _run(check: Callable[[], Awaitable[None]]) -> str:
     return "ok"
 
 
+# Without these the process still serves: inference answers cached callers through a database outage
+# (app/core/db.py), so taking every instance out of the load balancer would only turn that into errors.
+DEGRADED_WITHOUT = frozenset({"database"})
+
+
 async def readyz(request: HttpRequest) -> JsonResponse:
+    """200 ``ready``; 200 ``degraded`` when only the database is unreachable; 503 ``unavailable`` when
+    anything else fails or the process is draining."""
     names = list(CHECKS)
     results = await asyncio.gather(*(_run(CHECKS[name]) for name in names))
     body: dict[str, object] = dict(zip(names, results, strict=True))
-    ready = all(r == "ok" for r in results) and not state.draining
+    failed = {name for name, result in zip(names, results, strict=True) if result != "ok"}
+    ready = not (failed - DEGRADED_WITHOUT) and not state.draining
     if state.draining:
         body["draining"] = True
-    body["status"] = "ready" if ready else "unavailable"
+    body["status"] = ("degraded" if failed else "ready") if ready else "unavailable"
     return JsonResponse(body, status=200 if ready else 503)

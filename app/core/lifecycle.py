@@ -38,11 +38,18 @@ def on_shutdown(hook: Hook) -> Hook:
 
 
 def _drain_on_signals(delay: float) -> None:
-    """Marks the process draining the moment SIGTERM/SIGINT arrives: /readyz and new inference answer
-    503 while queued work finishes. The server's own handler (which stops listening) runs ``delay``
-    seconds later, so a load balancer sees the 503 and stops sending traffic before the socket closes.
-    A second signal skips the delay. Only possible from the main thread."""
-    if threading.current_thread() is not threading.main_thread():
+    """With ``delay`` > 0 (behind a load balancer), marks the process draining the moment SIGTERM/SIGINT
+    arrives: /readyz and new inference answer 503 while queued work finishes, and the server's own
+    handler (which stops listening) runs ``delay`` seconds later, so the balancer sees the 503 and stops
+    sending traffic before the socket closes. A second signal skips the delay.
+
+    With ``delay`` 0 (`make run`: nothing polls /readyz) the signal goes straight to the server, which
+    stops listening at once and serves what it had accepted; only then does the lifespan shutdown mark
+    the process draining. Marking it at the signal would only refuse, for the tenth of a second uvicorn
+    takes to close its socket, requests that nobody could have steered elsewhere.
+
+    Only possible from the main thread."""
+    if delay <= 0 or threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
@@ -52,7 +59,7 @@ def _drain_on_signals(delay: float) -> None:
             state.draining = True
             if not callable(previous):
                 raise SystemExit(128 + signum)
-            if again or delay <= 0:
+            if again:
                 previous(signum, frame)
             else:
                 logger.info("draining: /readyz answers 503; stopping in %.1fs", delay)

@@ -6,9 +6,12 @@ import json
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse
+from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 
+from app.core.db import quiet, unavailable_error
 from app.core.errors import error_response
 from app.core.logging import clean_request_id, request_id_var
 
@@ -101,3 +104,65 @@ class ApiErrorEnvelopeMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         response = await self.get_response(request)  # type: ignore[misc]
         return _envelope(response) if _needs_envelope(request, response) else response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view outside the API's own handlers (V2 metadata, the admin) that found the database
+        unreachable: 503 with Retry-After in the route's error shape, not a 500 and a traceback."""
+        unavailable = unavailable_error(exception)
+        if unavailable is None:
+            return None
+        response: HttpResponse
+        if request.path.startswith("/api/"):
+            response = error_response(unavailable.status, unavailable.message, code=unavailable.code)
+        elif request.path.startswith("/v2/"):
+            response = JsonResponse({"error": unavailable.message}, status=unavailable.status)
+        else:
+            response = HttpResponse(unavailable.message, status=unavailable.status, content_type="text/plain")
+        for name, value in unavailable.headers.items():
+            response[name] = value
+        return quiet(response)
+
+
+class StreamingConnectionMiddleware:
+    """Hands the request's database connections back to the pool before a streaming response starts,
+    and lets the request's sync thread go.
+
+    Django closes a request's connections only when the response is closed (``request_finished``), so a
+    Server-Sent Events stream or a long download would keep the pooled connection that its view (or a
+    middleware) used on the request's thread for as long as it runs: a pool of 20 would then hold 20
+    streams at most. The body of a streaming response must open its own short-lived connections
+    (``app.core.db.db_async``). Under ASGI this runs on the request's own sync thread (the
+    ``ThreadSensitiveContext`` Django opens per request), which is where those connections live.
+
+    That thread would also stay parked until the stream ends: a thousand streams, a thousand threads
+    (and a container's pid limit). Its executor is shut down here; a later thread-sensitive call of the
+    same request (Django's ``response.close()``) gets a fresh one, which the context's exit cleans up.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)
+        if response.streaming:
+            connections.close_all()
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        response = await self.get_response(request)  # type: ignore[misc]
+        if response.streaming:
+            await sync_to_async(connections.close_all)()
+            context = SyncToAsync.thread_sensitive_context.get(None)
+            executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
+            if executor is not None:
+                executor.shutdown(wait=False)
+        return response

@@ -7,6 +7,7 @@ from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
 from app.api.auth import Controller, bearer_auth
+from app.core.db import db_async
 from app.core.errors import NotFound
 from app.core.storage import get_storage
 
@@ -115,7 +116,8 @@ class JobController(Controller):
 
     @route.get("/{job_id}/events", summary="The job's events as Server-Sent Events (Last-Event-ID honoured)")
     async def events(self, job_id: int):  # no return annotation: ninja-extra would make it the schema
-        await sync_to_async(selectors.job_get)(user=self.caller, job_id=job_id)
+        # db_async, not sync_to_async: the stream must not keep this request's pooled connection.
+        await db_async(selectors.job_get)(user=self.caller, job_id=job_id)
         from realtime.sse import sse_response
 
         return await sse_response(self.http_request, topic=f"job:{job_id}", user=self.caller)

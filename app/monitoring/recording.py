@@ -16,6 +16,9 @@ leaves it in debt, so the long-run rate still holds.
 At most PREDICTION_BUFFER_ROWS sampled rows wait in memory; a request over the budget, one that would
 overflow the buffer, or one whose write fails, is not recorded and is counted in
 ``torchwire_prediction_rows_dropped_total`` (reason ``budget``, ``buffer_full``, ``write_failed``).
+While the database is unreachable the rows stay in the buffer for the next flush (so a short outage
+loses none, and a long one fills the buffer and drops with ``buffer_full``); what is still waiting when
+the process stops is counted as ``database_unavailable``.
 Budget drops are summed in the bucket and added to the counter by the flusher, so the request path
 takes no lock. The answer never waits for the database.
 
@@ -48,7 +51,7 @@ import numpy as np
 from django.conf import settings
 from prometheus_client import Counter
 
-from app.core.db import db_async
+from app.core.db import DatabaseUnavailable, db_async
 from app.core.errors import STATUS_CODES
 from app.core.lifecycle import on_shutdown
 
@@ -225,6 +228,8 @@ class Recorder:
                 await self._flush()
                 if self._seen and time.monotonic() >= self._refresh_due:
                     await self._refresh_rates()
+            except DatabaseUnavailable:
+                pass  # logged once per outage (app.core.db); rows wait in the buffer
             except Exception:
                 logger.exception("monitoring: flushing recorded predictions failed")
 
@@ -257,6 +262,11 @@ class Recorder:
             if pending or dirty:
                 try:
                     await db_async(_write)(pending, [row for _, _, row in dirty], source())
+                except DatabaseUnavailable:
+                    # Kept for the next flush, ahead of what arrived meanwhile; `add` bounds the buffer.
+                    self._pending[:0] = pending
+                    self._pending_rows += sum(p.rows for p in pending)
+                    dirty = []
                 except Exception:
                     logger.exception("monitoring: could not write %d prediction rows", sum(p.rows for p in pending))
                     for item in pending:
@@ -285,6 +295,9 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._flush()
+        for item in self._pending:  # the database is unreachable: nothing more to wait for
+            ROWS_DROPPED.labels(item.model, "database_unavailable").inc(item.rows)
+        self._pending, self._pending_rows = [], 0
 
 
 recorder = Recorder()

@@ -3,6 +3,10 @@
 A request must not cost several queries, so each process keeps a `ModelInfo` per model for
 ``CATALOG_TTL`` seconds. Within that time an access change or promotion may not be seen by another
 process; the process that made the change drops its entry at once (on commit).
+
+While the database is unreachable (`app.core.db.outage`), or slower than `STALE_WAIT_SECONDS` to
+refresh an entry, the expired entry keeps answering for up to ``DB_OUTAGE_STALE_SECONDS``, so models
+already called keep serving; a model never looked up gets `DatabaseUnavailable` (503).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
+
 from app.accounts.models import Role, User
-from app.core.db import db_async
+from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
 from app.core.errors import NotFound
 from app.registry.models import MlModel, ModelVersion, Stage, Visibility
 from inference.signature import Signature
@@ -113,11 +119,21 @@ async def model_info(name: str) -> ModelInfo | None:
     cached = _models.get(name)
     if cached is not None and cached[0] > now:
         return cached[1]
+    stale = cached is not None and cached[0] + settings.DB_OUTAGE_STALE_SECONDS > now
+    if stale and outage.down:
+        outage.served_stale()
+        return cached[1] if cached else None
     pending = _fetching.get(name)
     if pending is None or pending.get_loop() is not asyncio.get_running_loop():
         pending = _fetching[name] = asyncio.ensure_future(_refresh(name, now))
-    # Shielded: a caller that goes away must not cancel the lookup the others wait for.
-    return await asyncio.shield(pending)
+    # Shielded: a caller that goes away (or stops waiting) must not cancel the lookup the others wait for.
+    if not stale:
+        return await asyncio.shield(pending)
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), STALE_WAIT_SECONDS)
+    except (TimeoutError, DatabaseUnavailable):
+        outage.served_stale()
+        return cached[1] if cached else None
 
 
 async def _refresh(name: str, now: float) -> ModelInfo | None:

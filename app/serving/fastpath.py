@@ -36,6 +36,7 @@ from django.urls import resolve
 
 from app.accounts import auth_cache
 from app.accounts.models import User
+from app.core.db import unavailable_error
 from app.core.errors import ApiError, Invalid, error_response
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
@@ -242,7 +243,10 @@ class InferenceFastPath:
             from app.api.v1 import inference_error_response
 
             return Response.of(inference_error_response(exc))
-        except Exception:
+        except Exception as exc:
+            if (unavailable := unavailable_error(exc)) is not None:
+                return Response.of(error_response(unavailable.status, unavailable.message, code=unavailable.code,
+                                                  headers=unavailable.headers))
             logger.exception("unhandled error on POST %s", scope["path"])
             return Response.of(error_response(500, "internal server error; quote the X-Request-ID header when "
                                                    "reporting it"))
@@ -265,7 +269,9 @@ class InferenceFastPath:
             return Response.of(v2_views.v2_error(exc.status, exc.message, exc.headers))
         except InferenceError as exc:
             return Response.of(v2_views.v2_inference_error(exc))
-        except Exception:
+        except Exception as exc:
+            if (unavailable := unavailable_error(exc)) is not None:
+                return Response.of(v2_views.v2_error(unavailable.status, unavailable.message, unavailable.headers))
             logger.exception("unhandled error on POST %s", scope["path"])
             return Response.of(v2_views.v2_error(500, "internal server error"))
         if json_length is None:

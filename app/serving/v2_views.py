@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from app.accounts import auth_cache
 from app.accounts.models import User
+from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, NotFound
 from app.core.lifecycle import state
 from inference import v2
@@ -69,11 +70,16 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
                     request.user = principal.user
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
-                return v2_error(exc.status, exc.message, exc.headers)
+                response = v2_error(exc.status, exc.message, exc.headers)
+                return quiet(response) if isinstance(exc, DatabaseUnavailable) else response
             except InferenceError as exc:
                 return v2_inference_error(exc)
             except RequestDataTooBig:
                 return v2_error(413, "request body is larger than the limit")
+            except Exception as exc:
+                if (unavailable := unavailable_error(exc)) is None:
+                    raise
+                return quiet(v2_error(unavailable.status, unavailable.message, unavailable.headers))
 
         return wrapper
 

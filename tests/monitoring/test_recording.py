@@ -187,3 +187,29 @@ def test_v2_prediction_id_splice_keeps_json_and_binary_parts():
     plain, none = v2.encode_infer_response("m", "1", None, outputs, binary=False)
     spliced, stays_none = with_prediction_id(plain, none, "abc")
     assert stays_none is None and json.loads(spliced)["outputs"] == json.loads(plain)["outputs"]
+
+
+async def test_rows_wait_in_the_buffer_through_a_database_outage(make_user, settings):
+    from app.core.db import db_async, outage
+    from app.monitoring.models import PredictionRecord
+    from app.registry.models import MlModel
+
+    settings.PREDICTION_FLUSH_SECONDS = 3600  # only the flushes this test asks for
+    owner = make_user("maintainer")
+    model = await db_async(MlModel.objects.create)(name=f"rec-outage-{uuid.uuid4().hex[:6]}", owner_id=owner.pk)
+    recorder = Recorder()
+    recorder.add(Pending(model_id=model.pk, model=model.name, version=1, protocol="rest",
+                         prediction_id=str(uuid.uuid4()), at=time.time(), latency_ms=1.0, rows=3, task="", labels=[],
+                         inputs={"x": np.zeros((3, 2))}, outputs={"y": np.zeros((3, 1))}, output_name="y"))
+    written = db_async(lambda: PredictionRecord.objects.filter(model_id=model.pk).count())
+    dropped = sum(_dropped(model.name, reason) for reason in ("write_failed", "database_unavailable"))
+    outage.enabled, outage.down_since = True, time.monotonic()
+    try:
+        await recorder.flush()  # refused at once: the rows stay for later
+    finally:
+        outage.enabled, outage.down_since = False, None
+    assert await written() == 0
+    await recorder.flush()
+    assert await written() == 3
+    assert sum(_dropped(model.name, reason) for reason in ("write_failed", "database_unavailable")) == dropped
+    await recorder.close()

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend, aware of database outages (see base.py)."""
