@@ -7,8 +7,10 @@ process through the Channels layer (Redis pub/sub), to the group ``group_name(to
 reorder events of concurrent publishers or drop some while a connection is down; `Cursor` repairs both
 from the log, so subscribers see each seq once, in order.
 
-Publish only after the transaction that made the change has committed (``transaction.on_commit``): a
-client must never hear of a row that then rolls back.
+Application code does not call this module to publish: ``app.events.services.publish_on_commit`` writes
+the event with its transaction and relays it here after the commit, retrying while Redis is down (a
+keyed append, logged once however often it is retried). Whoever calls `publish` directly must do so only
+after the change has committed: a client must never hear of a row that then rolls back.
 """
 
 from __future__ import annotations
