@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -115,9 +116,10 @@ def backoff() -> Backoff:
     return _backoff
 
 
-def relay_pending(*, topics: Collection[str] | None = None) -> int:
-    """Relays until nothing (of ``topics``, or at all) is pending, unless Redis failed lately; returns
-    how many events went. A failure is logged and starts or extends the backoff, never raised."""
+def relay_pending(*, topics: Collection[str] | None = None, drain: bool = True) -> int:
+    """Relays the pending events of ``topics`` (or of all), unless Redis failed lately: until none is
+    left (``drain``), or one pass of at most RELAY_BATCH (the rest stays for the loop). Returns how
+    many events went. A failure is logged and starts or extends the backoff, never raised."""
     state = backoff()
     if state.remaining() > 0:
         return 0
@@ -126,16 +128,16 @@ def relay_pending(*, topics: Collection[str] | None = None) -> int:
         while True:
             done = outbox_relay(topics=topics)
             total += done
-            if done < RELAY_BATCH:
+            if done < RELAY_BATCH or not drain:
                 break
     except (RedisError, OSError) as exc:
         delay = state.failed()
         logger.warning("events relay: Redis did not take an event (%r); pending events stay in the outbox, "
                        "next try in %.1fs", exc, delay)
         return total
-    except Exception:
-        # The database is away (the rows are safe there) or a bug; the loop tries again.
-        logger.exception("events relay failed")
+    except DatabaseError as exc:
+        delay = state.failed()
+        logger.warning("events relay: the database did not answer (%r); next try in %.1fs", exc, delay)
         return total
     if state.succeeded():
         logger.info("events relay: Redis answers again; %d pending events published", total)
@@ -143,8 +145,12 @@ def relay_pending(*, topics: Collection[str] | None = None) -> int:
 
 
 def kick(topics: Collection[str]) -> None:
-    """Relays ``topics`` now: the ``on_commit`` callback of `publish_on_commit`. Never raises."""
-    relay_pending(topics=topics)
+    """Relays ``topics`` now, one pass at most (so a backlog never holds up the committing request):
+    the ``on_commit`` callback of `publish_on_commit`. Never raises."""
+    try:
+        relay_pending(topics=topics, drain=False)
+    except Exception:
+        logger.exception("events relay of %s failed; the relay loop retries", ", ".join(topics))
 
 
 async def _relay_loop() -> None:
@@ -155,7 +161,7 @@ async def _relay_loop() -> None:
         try:
             await run()
         except Exception:
-            logger.exception("events relay loop")
+            logger.exception("events relay loop: a pass failed; retrying")
 
 
 _loop_task: asyncio.Task[None] | None = None

@@ -138,6 +138,16 @@ def test_an_outage_in_the_middle_of_a_pass_keeps_the_rest_pending(topics, monkey
     assert _log(topic) == [(i, {"i": i}) for i in range(1, 6)]
 
 
+def test_a_kick_takes_one_batch_and_the_loop_the_rest_of_a_backlog(topics):
+    topic = topics[0]
+    OutboxEvent.objects.bulk_create(
+        [OutboxEvent(topic=topic, type="tick", data=json.dumps({"i": i})) for i in range(1, 251)])
+    relay.kick([topic])  # after a commit: never holds the committing request up for a whole backlog
+    assert len(_log(topic)) == relay.RELAY_BATCH
+    assert relay_pending() == 250 - relay.RELAY_BATCH
+    assert _log(topic) == [(i, {"i": i}) for i in range(1, 251)]
+
+
 def test_a_retried_relay_never_publishes_an_event_twice(topics, monkeypatch):
     topic = topics[0]
     for i in range(1, 4):
