@@ -310,7 +310,8 @@ def _sync_redis(caller: str) -> redis.Redis:
 
 def append_sync(topic: str, type: str, data_json: str, *, key: str | None = None) -> Event:
     """Appends one event, its data already encoded by `encode_event`, to the topic's log; no fan-out.
-    Raises ``redis.RedisError`` (nothing was appended) when Redis does not answer.
+    Raises ``redis.RedisError`` when Redis does not answer; the event may then have been appended or
+    not (a reply lost after the script ran), which only a retry with the same ``key`` settles.
 
     ``key`` names the event for its publisher: an event whose key the topic has seen among its last
     `DEDUPE_WINDOW` keys is not appended again, and the seq it got the first time comes back. A
@@ -337,7 +338,7 @@ def fan_out_sync(events: Sequence[Event]) -> None:
 def publish_sync(topic: str, type: str, data: Mapping[str, Any], *, key: str | None = None) -> Event:
     """`publish` for sync code. Never call it from a coroutine (it raises rather than block the loop).
 
-    Application code publishes through ``app.events.publish_on_commit``, which keeps the event in the
+    Application code publishes through ``app.events.services.publish_on_commit``, which keeps the event in the
     database until Redis has it; this is the bus primitive under it.
     """
     event = append_sync(topic, type, encode_event(topic, type, data), key=key)
