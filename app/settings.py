@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "ninja_jwt",
     "ninja_jwt.token_blacklist",
     "channels",
+    "app.events",
     "app.accounts",
     "app.registry",
     "app.datasets",
@@ -219,6 +220,10 @@ JOB_REAP_SECONDS = env_int("TORCHWIRE_JOB_REAP_SECONDS", 30)
 EVENT_LOG_MAXLEN = env_int("TORCHWIRE_EVENT_LOG_MAXLEN", 10_000)
 EVENT_TRIM_SECONDS = env_int("TORCHWIRE_EVENT_TRIM_SECONDS", 3600)
 EVENT_LOG_RETENTION_DAYS = env_int("TORCHWIRE_EVENT_LOG_RETENTION_DAYS", 7)
+# The outbox relay (app/events/relay.py): how often each web process publishes events still pending,
+# and how long published rows are kept before beat prunes them.
+EVENT_RELAY_SECONDS = float(env("TORCHWIRE_EVENT_RELAY_SECONDS", "1"))
+EVENT_OUTBOX_RETENTION_HOURS = env_int("TORCHWIRE_EVENT_OUTBOX_RETENTION_HOURS", 24)
 ORPHAN_SWEEP_SECONDS = env_int("TORCHWIRE_ORPHAN_SWEEP_SECONDS", 3600)
 WS_PING_SECONDS = env_int("TORCHWIRE_WS_PING_SECONDS", 20)
 WS_SEND_BUFFER = env_int("TORCHWIRE_WS_SEND_BUFFER", 1000)

@@ -7,8 +7,10 @@ process through the Channels layer (Redis pub/sub), to the group ``group_name(to
 reorder events of concurrent publishers or drop some while a connection is down; `Cursor` repairs both
 from the log, so subscribers see each seq once, in order.
 
-Publish only after the transaction that made the change has committed (``transaction.on_commit``): a
-client must never hear of a row that then rolls back.
+Application code does not call this module to publish: ``app.events.services.publish_on_commit`` writes
+the event with its transaction and relays it here after the commit, retrying while Redis is down (a
+keyed append, logged once however often it is retried). Whoever calls `publish` directly must do so only
+after the change has committed: a client must never hear of a row that then rolls back.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.core.redis import get_redis
 from app.monitoring import metrics
@@ -104,29 +108,58 @@ def group_name(topic: str) -> str:
 
 
 def _keys(topic: str) -> list[str]:
-    # The braces are a hash tag: all three keys of a topic share a Redis Cluster slot, as the script needs.
+    # The braces are a hash tag: all keys of a topic share a Redis Cluster slot, as the script needs.
     tag = "{" + topic + "}"
     return [f"tw:events:seq:{tag}", f"tw:events:epoch:{tag}", f"tw:events:log:{tag}"]
 
 
-# KEYS: seq, epoch, log. ARGV: type, data JSON, maxlen, ttl ms, a fresh epoch in case one is needed.
+def _keys_with_ids(topic: str) -> list[str]:
+    return [*_keys(topic), "tw:events:ids:{" + topic + "}"]
+
+
+# How many recent publisher keys a topic remembers (see `append_sync`): a publisher that retries an
+# event it may already have published must do so before this many newer events of the topic.
+DEDUPE_WINDOW = 1000
+
+
+# KEYS: seq, epoch, log, ids. ARGV: type, data JSON, maxlen, ttl ms, a fresh epoch in case one is
+# needed, the publisher's key for the event ('' for none), the dedupe window.
 # A missing counter or epoch means the topic is new, expired or lost with Redis's data: start a new
-# epoch with an empty log, so no client can mistake its numbers for the old ones.
+# epoch with an empty log, so no client can mistake its numbers for the old ones. A key already in
+# `ids` (a sorted set: member key, score seq) is an event published before: answer its seq again.
 _PUBLISH_LUA = """
 local epoch = redis.call('GET', KEYS[2])
 if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
   epoch = ARGV[5]
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('SET', KEYS[1], 0)
   redis.call('SET', KEYS[2], epoch)
+elseif ARGV[6] ~= '' then
+  local seen = redis.call('ZSCORE', KEYS[4], ARGV[6])
+  if seen then
+    local id = string.format('%d-0', tonumber(seen))
+    local entry = redis.call('XRANGE', KEYS[3], id, id)
+    local ts = 0
+    if entry[1] then
+      local fields = entry[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'ts' then ts = tonumber(fields[i + 1]) end
+      end
+    end
+    return {tonumber(seen), ts, epoch, 1}
+  end
 end
 local seq = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('%d-0', seq),
            't', ARGV[1], 'ts', string.format('%d', ts), 'd', ARGV[2])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
-return {seq, ts, epoch}
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[4], seq, ARGV[6])
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[7]))
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+return {seq, ts, epoch, 0}
 """
 
 
@@ -197,81 +230,127 @@ def check_event_type(type: object) -> str:
     return type
 
 
-def _publish_args(topic: str, type: str, data: Mapping[str, Any]) -> tuple[list[str], list[str | int], str]:
+def _check_names(topic: str, type: str) -> None:
     parse_topic(topic)
     check_event_type(type)
+
+
+def encode_event(topic: str, type: str, data: Mapping[str, Any]) -> str:
+    """Checks an event and returns its ``data`` as the JSON text it is published with; ValueError or
+    TypeError for a malformed topic, a reserved or malformed type, or data that is not a JSON object."""
+    _check_names(topic, type)
     if not isinstance(data, Mapping):
         raise TypeError(f"event data must be a dict, not {data.__class__.__name__}")
-    data_json = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
-    args: list[str | int] = [type, data_json, log_maxlen(), log_ttl_seconds() * 1000, secrets.token_hex(8)]
-    return _keys(topic), args, data_json
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+def _script_args(topic: str, type: str, data_json: str, key: str | None) -> tuple[list[str], list[str | int]]:
+    _check_names(topic, type)
+    if not (isinstance(data_json, str) and data_json.startswith("{")):
+        raise ValueError("event data must be the JSON text of an object (see encode_event)")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 100):
+        raise ValueError("an event key is a non-empty string of at most 100 characters")
+    args: list[str | int] = [type, data_json, log_maxlen(), log_ttl_seconds() * 1000, secrets.token_hex(8),
+                             key or "", DEDUPE_WINDOW]
+    return _keys_with_ids(topic), args
 
 
 def _published(topic: str, type: str, data_json: str, reply: list[Any]) -> Event:
-    seq, ts_ms, epoch = reply
+    seq, ts_ms, epoch, seen = reply
     epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+    if not int(seen):
+        metrics.event_published(topic)
     return Event.build(topic=topic, type=type, seq=int(seq), epoch=epoch, ts_ms=int(ts_ms), data_json=data_json)
 
 
-async def publish(topic: str, type: str, data: Mapping[str, Any]) -> Event:
+async def publish(topic: str, type: str, data: Mapping[str, Any], *, key: str | None = None) -> Event:
     """Appends an event to the topic's log and fans it out; returns it with its seq.
 
     For coroutines on the event loop (sync code uses `publish_sync`). Call only after the change the
     event reports has committed. Once the log holds the event it counts as published: a failed fan-out
-    is logged, not raised, and subscribers recover the event from the log.
+    is logged, not raised, and subscribers recover the event from the log. ``key``: see `append_sync`.
     """
-    keys, args, data_json = _publish_args(topic, type, data)
+    data_json = encode_event(topic, type, data)
+    keys, args = _script_args(topic, type, data_json, key)
     async with _redis_slot():
         reply = await get_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
     event = _published(topic, type, data_json, reply)
-    metrics.event_published(topic)
-    try:
-        layer = get_channel_layer()
-        if layer is not None:
-            await layer.group_send(group_name(topic), event.message())
-    except Exception:
-        logger.warning("fan-out of %s seq %d failed; subscribers will recover it from the log",
-                       topic, event.seq, exc_info=True)
+    await fan_out([event])
     return event
+
+
+async def fan_out(events: Sequence[Event]) -> None:
+    """Sends logged events to every ASGI process (the Channels layer). Never raises: an event the
+    fan-out misses is in the log, where subscribers' cursors find it."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for event in events:
+        try:
+            await layer.group_send(group_name(event.topic), event.message())
+        except Exception:
+            logger.warning("fan-out of %s seq %d failed; subscribers will recover it from the log",
+                           event.topic, event.seq, exc_info=True)
+            return
 
 
 _sync_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
 
 
-def _sync_redis() -> redis.Redis:
+def _sync_redis(caller: str) -> redis.Redis:
     global _sync_client
-    with _sync_lock:
-        if _sync_client is None:
-            _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
-        return _sync_client
-
-
-def publish_sync(topic: str, type: str, data: Mapping[str, Any]) -> Event:
-    """`publish` for sync code: Celery tasks, ``on_commit`` callbacks of sync services.
-
-    Never call it from a coroutine (it raises rather than block the loop). The log append uses a sync
-    Redis client; the fan-out goes through ``async_to_sync(group_send)``, which inside a
-    ``sync_to_async`` thread runs on the server's loop and elsewhere (a Celery worker) on a short-lived
-    loop of its own: one extra Redis connection per call, so keep progress events to a few a second.
-    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
-        raise RuntimeError("publish_sync called on an event loop; await publish() instead")
-    keys, args, data_json = _publish_args(topic, type, data)
-    reply = _sync_redis().register_script(_PUBLISH_LUA)(keys=keys, args=args)
-    event = _published(topic, type, data_json, reply)
-    metrics.event_published(topic)
-    try:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(group_name(topic), event.message())
-    except Exception:
-        logger.warning("fan-out of %s seq %d failed; subscribers will recover it from the log",
-                       topic, event.seq, exc_info=True)
+        raise RuntimeError(f"{caller} called on an event loop; await publish() instead")
+    with _sync_lock:
+        if _sync_client is None:
+            # One immediate retry (a pooled connection Redis dropped on restart), not redis-py's default
+            # ten with backoff, seconds during which an outage would stall the committing thread: the
+            # outbox's relay is the retry.
+            _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5,
+                                                retry=Retry(NoBackoff(), 1))
+        return _sync_client
+
+
+def append_sync(topic: str, type: str, data_json: str, *, key: str | None = None) -> Event:
+    """Appends one event, its data already encoded by `encode_event`, to the topic's log; no fan-out.
+    Raises ``redis.RedisError`` when Redis does not answer; the event may then have been appended or
+    not (a reply lost after the script ran), which only a retry with the same ``key`` settles.
+
+    ``key`` names the event for its publisher: an event whose key the topic has seen among its last
+    `DEDUPE_WINDOW` keys is not appended again, and the seq it got the first time comes back. A
+    publisher that cannot know whether an append took effect (the reply was lost, or it crashed before
+    recording it) retries with the same key and never logs the event twice.
+    """
+    keys, args = _script_args(topic, type, data_json, key)
+    reply = _sync_redis("append_sync").register_script(_PUBLISH_LUA)(keys=keys, args=args)
+    return _published(topic, type, data_json, reply)
+
+
+def fan_out_sync(events: Sequence[Event]) -> None:
+    """`fan_out` for sync code: one ``async_to_sync`` for all of ``events``, which inside a
+    ``sync_to_async`` thread runs on the server's loop and elsewhere (a Celery worker) on a short-lived
+    loop of its own, costing a Redis connection."""
+    if events:
+        try:
+            async_to_sync(fan_out)(events)
+        except Exception:
+            logger.warning("fan-out of %d events failed; subscribers will recover them from the log", len(events),
+                           exc_info=True)
+
+
+def publish_sync(topic: str, type: str, data: Mapping[str, Any], *, key: str | None = None) -> Event:
+    """`publish` for sync code. Never call it from a coroutine (it raises rather than block the loop).
+
+    Application code publishes through ``app.events.services.publish_on_commit``, which keeps the event in the
+    database until Redis has it; this is the bus primitive under it.
+    """
+    event = append_sync(topic, type, encode_event(topic, type, data), key=key)
+    fan_out_sync([event])
     return event
 
 

@@ -25,6 +25,8 @@ def _schedule() -> dict[str, dict[str, Any]]:
         "health-ping": {"task": "workers.tasks.health_ping_task", "schedule": 300.0},
         "jobs-reap": {"task": "workers.tasks.jobs_reap_task", "schedule": float(settings.JOB_REAP_SECONDS)},
         "events-trim": {"task": "workers.tasks.events_trim_task", "schedule": float(settings.EVENT_TRIM_SECONDS)},
+        "events-outbox-prune": {"task": "workers.tasks.events_outbox_prune_task",
+                                "schedule": float(settings.EVENT_TRIM_SECONDS)},
         "storage-orphans": {"task": "workers.tasks.storage_orphans_sweep_task",
                             "schedule": float(settings.ORPHAN_SWEEP_SECONDS)},
         "monitoring-drift": {"task": "workers.tasks.monitoring_drift_check_task",

@@ -58,6 +58,14 @@ def events_trim_task() -> int:
     return events_trim()
 
 
+@app.task(name="workers.tasks.events_outbox_prune_task")
+def events_outbox_prune_task() -> int:
+    """Deletes outbox rows published more than EVENT_OUTBOX_RETENTION_HOURS ago; pending ones stay."""
+    from app.events.services import outbox_prune
+
+    return outbox_prune()
+
+
 @app.task(name="workers.tasks.storage_orphans_sweep_task")
 def storage_orphans_sweep_task() -> int:
     from app.system.services import storage_orphans_sweep

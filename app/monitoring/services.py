@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from app.accounts.models import Role, User
 from app.core.errors import Forbidden, Invalid, NotFound
+from app.events.services import publish_on_commit
 from app.registry.models import MlModel, ModelVersion
 from app.registry.selectors import model_can_manage
 
@@ -179,16 +180,7 @@ def _drift_event_on_commit(report: DriftReport, model_name: str, features: dict[
             "sample_count": report.sample_count, "features": features, "trigger": report.trigger,
             "window": {"start": report.window_start.isoformat(), "end": report.window_end.isoformat()}}
 
-    def publish() -> None:
-        from realtime.bus import publish_sync
-
-        try:
-            publish_sync(f"model:{model_name}", "drift", data)
-        except Exception:
-            # The stored report is the record; a subscriber that missed the event sees it in the API.
-            logger.exception("could not publish drift of %s version %s", model_name, report.version)
-
-    transaction.on_commit(publish)
+    publish_on_commit(f"model:{model_name}", "drift", data)
 
 
 def _drift_check_version(

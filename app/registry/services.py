@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from app.accounts.models import Role, User
 from app.core.errors import Conflict, Forbidden, Invalid
+from app.events.services import publish_on_commit
 
 from .models import MlModel, ModelVersion, Stage, Visibility
 
@@ -207,18 +208,7 @@ def _notify(name: str, number: int | None) -> None:
 
 def _model_event_on_commit(name: str, type: str, data: dict[str, Any]) -> None:
     """Publishes on ``model:<name>`` once the surrounding transaction commits."""
-
-    def publish() -> None:
-        import logging
-
-        from realtime.bus import publish_sync
-
-        try:
-            publish_sync(f"model:{name}", type, {"model": name, **data})
-        except Exception:
-            logging.getLogger(__name__).exception("could not publish %s for model %s", type, name)
-
-    transaction.on_commit(publish)
+    publish_on_commit(f"model:{name}", type, {"model": name, **data})
 
 
 def _manifest_error(message: str, field: str) -> Invalid:

@@ -19,7 +19,7 @@ from realtime.bus import Cursor, Event, Reset, backlog, position, publish, publi
 
 
 def _drop_topic(name: str) -> None:
-    redis.Redis.from_url(os.environ["REDIS_URL"]).delete(*bus._keys(name))
+    redis.Redis.from_url(os.environ["REDIS_URL"]).delete(*bus._keys_with_ids(name))
 
 
 @pytest.fixture
@@ -78,6 +78,29 @@ async def test_seq_is_contiguous_under_concurrent_async_and_sync_publishers(topi
     logged = await replay(topic, 0)
     assert logged is not None and [e.seq for e in logged] == list(range(1, 401))
     assert len({e.epoch for e in logged}) == 1
+
+
+async def test_a_keyed_event_is_logged_once(topic):
+    first = await publish(topic, "e", {"i": 1}, key="row-1")
+    again = await publish(topic, "e", {"i": 1}, key="row-1")  # a publisher retrying: same seq, no new entry
+    other = await publish(topic, "e", {"i": 2}, key="row-2")
+    assert (first.seq, again.seq, other.seq) == (1, 1, 2)
+    assert again.epoch == first.epoch and again.ts == first.ts
+    logged = await replay(topic, 0)
+    assert logged is not None and [e.data for e in logged] == [{"i": 1}, {"i": 2}]
+
+
+async def test_keys_are_remembered_for_a_window_and_within_an_epoch(topic, monkeypatch):
+    monkeypatch.setattr(bus, "DEDUPE_WINDOW", 3)
+    for i in range(1, 6):
+        await publish(topic, "e", {}, key=f"k{i}")
+    assert (await publish(topic, "e", {}, key="k3")).seq == 3
+    assert (await publish(topic, "e", {}, key="k1")).seq == 6  # out of the window: forgotten
+    old_epoch = (await position(topic)).epoch
+    # The counter is gone (the topic expired, or Redis lost it): the new epoch remembers no old key.
+    redis.Redis.from_url(os.environ["REDIS_URL"]).delete(bus._keys(topic)[0])
+    fresh = await publish(topic, "e", {}, key="k5")
+    assert fresh.seq == 1 and fresh.epoch != old_epoch
 
 
 async def test_publish_sync_refuses_to_run_on_the_loop(topic):
