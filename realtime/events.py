@@ -72,9 +72,9 @@ class EventsConsumer(AuthenticatedConsumer):
         else:
             await super().dispatch(message)
 
-    async def disconnect(self, code: int) -> None:
+    async def release(self) -> None:
         await self._teardown()
-        await super().disconnect(code)
+        await super().release()
 
     async def _teardown(self) -> None:
         self._closing = True
