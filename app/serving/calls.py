@@ -53,9 +53,11 @@ VersionQuery = Annotated[int, BeforeValidator(version_number),
 
 
 # A request body larger than this is parsed and converted on a worker thread, a smaller one on the event
-# loop: the hop costs about what parsing and converting 16 KB of JSON costs (bench/RESULTS.md), and a
-# one-row request (3 KB for 256 features) must not pay it.
+# loop. Parsing and converting a tensor costs about 20 µs per KB, turning records into features about
+# 100 µs per KB, and the hop about 50 µs (bench/OFFLOAD.md): so about 1 ms of loop time at most, and a
+# one-row request (3 KB for 256 features) pays no hop.
 OFFLOAD_BYTES = 64 * 1024
+RECORDS_OFFLOAD_BYTES = 8 * 1024
 
 T = TypeVar("T")
 
@@ -78,22 +80,22 @@ async def predict(user: User, name: str, version: int | None, inputs: Any, *, ti
     """``POST /api/v1/models/{name}/predict``: the answer body for JSON ``inputs`` (tensors or records)
     from a body of ``size`` bytes.
 
-    The row limit is checked before anything is converted, and a large request (`OFFLOAD_BYTES`) is
-    converted on a worker thread: turning 7 MB of records into features took half a second, and on the
-    event loop that stalled every other request of the process."""
+    The row limit is checked before anything is converted, and a large request (`OFFLOAD_BYTES`,
+    `RECORDS_OFFLOAD_BYTES`) is converted on a worker thread: turning 7 MB of records into features took
+    half a second, and on the event loop that stalled every other request of the process."""
     started = time.perf_counter() if started is None else started
     target = await runtime.resolve(user, name, version)
     with recording.observe(target, protocol="rest", started=started) as seen:
         deadline = runtime.deadline_for(target, timeout_ms)
         _check_rows(target, inputs)
-        off_loop = size > OFFLOAD_BYTES
         if records.is_records(inputs):
+            off_loop = size > RECORDS_OFFLOAD_BYTES
             arrays = await _run(off_loop, records.records_to_inputs, target, inputs)
             served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest")
             answer: Any = await _run(off_loop, records.outputs_to_records, target, outputs)
             seen.records(served, inputs, answer)
         else:
-            arrays, shorthand = await _run(off_loop, inputs_from_json, target.signature, inputs)
+            arrays, shorthand = await _run(size > OFFLOAD_BYTES, inputs_from_json, target.signature, inputs)
             served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest")
             answer = outputs_to_json(outputs, shorthand)
             seen.tensors(served, arrays, outputs)

@@ -117,8 +117,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[int]]]:
     yield threads
 
 
-@pytest.mark.parametrize(("size", "off_loop"), [(100, False), (calls.OFFLOAD_BYTES + 1, True)])
-async def test_a_large_request_is_converted_off_the_event_loop(served, size, off_loop):
+@pytest.mark.parametrize(("size", "records_off", "tensors_off"), [
+    (100, False, False), (calls.RECORDS_OFFLOAD_BYTES + 1, True, False), (calls.OFFLOAD_BYTES + 1, True, True)])
+async def test_a_large_request_is_converted_off_the_event_loop(served, size, records_off, tensors_off):
     loop_thread = threading.get_ident()
     rows = [{"age": 25, "city": "Oslo"}, {"age": None, "city": "Paris"}]
     answer = await calls.predict(None, "m", None, rows, timeout_ms=None, size=size)  # type: ignore[arg-type]
@@ -127,8 +128,8 @@ async def test_a_large_request_is_converted_off_the_event_loop(served, size, off
                                   size=size)
     assert tensors["outputs"] == [[0.0, 0.0]]
     assert len(served["records"]) == len(served["tensors"]) == 1
-    assert (served["records"][0] != loop_thread) is off_loop
-    assert (served["tensors"][0] != loop_thread) is off_loop
+    assert (served["records"][0] != loop_thread) is records_off
+    assert (served["tensors"][0] != loop_thread) is tensors_off
 
 
 async def test_rows_past_the_limit_are_refused_before_any_conversion(served, monkeypatch):
