@@ -14,7 +14,8 @@ from realtime.topics import register_topic
 
 def _job_id(topic: str) -> int:
     _, key = parse_topic(topic)
-    if not key.isdigit():
+    # ASCII digits only: "²" is a digit to str.isdigit but int() refuses it, and "\u0661" would name job 1.
+    if not (key.isascii() and key.isdigit() and len(key) <= 18):
         raise NotFound("no such job")
     return int(key)
 

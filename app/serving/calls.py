@@ -142,10 +142,9 @@ def v2_header_length(raw: str | None) -> int | None:
     """The ``Inference-Header-Content-Length`` header of the binary extension."""
     if raw is None:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise V2Error(f"{v2.HEADER_LENGTH_HEADER} must be an integer") from None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise V2Error(f"{v2.HEADER_LENGTH_HEADER} must be an integer")
+    return int(raw)
 
 
 async def v2_infer(user: User, name: str, version: int | None, body: bytes,

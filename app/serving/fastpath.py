@@ -292,7 +292,7 @@ class _Cycle:
 
     async def body(self, headers: dict[str, str], limit: int) -> bytes:
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0

@@ -173,6 +173,10 @@ async def test_events_socket_answers_bad_frames_and_keeps_working(server, make_u
             await ws.send(frame)
             answer = await _recv(ws)
             assert answer["type"] == "error" and answer["code"] == code, answer
+        for topic in ("job:\u00b2", "job:\u0661", "job:" + "9" * 199):  # digits int() refuses, or that alias 1
+            await ws.send(json.dumps({"op": "subscribe", "topic": topic}))
+            answer = await _recv(ws)
+            assert answer["code"] == "forbidden" and answer["topic"] == topic, answer
         await ws.send(json.dumps({"op": "ping"}))
         assert await _recv(ws) == {"type": "pong"}
         await ws.send(json.dumps({"op": "subscribe", "topic": f"user:{account.username}", "since": 0}))

@@ -224,3 +224,13 @@ def test_a_large_records_body_is_answered_whole(server, django_server, records_m
     small = both(server, django_server, "POST", f"/api/v1/models/{name}/predict", json={"inputs": rows[:3]},
                  headers=bearer(token))
     assert [o["label"] for o in small.json()["outputs"]] == [o["label"] for o in outputs[:3]]
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"1" * 5001, b"-1", b"1_0", b"+8"], ids=repr)
+def test_a_binary_header_length_that_is_not_digits_is_400(server, django_server, publish_model, no_traceback, value):
+    model = publish_model("hostile-header")
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    response = both(server, django_server, "POST", "/v2/models/hostile-header/infer", content=header.encode(),
+                    headers={**bearer(model.token), "Inference-Header-Content-Length": value})
+    assert response.status_code == 400
+    assert response.json() == {"error": "Inference-Header-Content-Length must be an integer"}
