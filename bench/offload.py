@@ -14,6 +14,7 @@ on a thread the loop still waits for the GIL, which the converting thread gives 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import statistics
@@ -58,7 +59,7 @@ def best(fn: Callable[[], Any], *, budget: float = 0.5) -> float:
         fn()
         calls += 1
     batch = max(1, calls)
-    times = []
+    times: list[float] = []
     end = time.perf_counter() + budget
     while time.perf_counter() < end or len(times) < 3:
         t0 = time.perf_counter()
@@ -125,11 +126,10 @@ async def main() -> None:
              ("records 800", records_body(800), "records"), ("records 5,000", records_body(5_000), "records"),
              ("records 90,000", records_body(90_000), "records")]
     for label, body, kind in cases:
-        cost = best(lambda body=body, kind=kind: convert(body, kind), budget=0.3)
-        on_loop = statistics.median([await stall(lambda body=body, kind=kind: convert(body, kind),
-                                                 off_loop=False) for _ in range(5)])
-        threaded = statistics.median([await stall(lambda body=body, kind=kind: convert(body, kind),
-                                                  off_loop=True) for _ in range(5)])
+        work = functools.partial(convert, body, kind)
+        cost = best(work, budget=0.3)
+        on_loop = statistics.median([await stall(work, off_loop=False) for _ in range(5)])
+        threaded = statistics.median([await stall(work, off_loop=True) for _ in range(5)])
         print(f"| {label} | {len(body):,} | {cost * 1e3:.3f} ms | {on_loop * 1e3:.1f} ms | {threaded * 1e3:.1f} ms |")
     print(json.dumps({"hop_us": round(hop_s * 1e6, 1)}))
 
