@@ -14,9 +14,9 @@ whatever recurses over it later: `json.loads` itself raises ``RecursionError`` p
 (orjson stops at 1024), and so do ``repr``, ``json.dumps`` and copies of a few hundred levels
 deep inside a request. No tensor a model takes, plus the request around it, comes close to 64.
 
-Checking depth costs nothing for small documents (fewer brackets than the limit cannot nest
-deeper); larger ones are walked level by level, about as long again as the parse of a large
-tensor. Callers parse large bodies off the event loop.
+Checking depth costs a count of brackets for most documents (fewer brackets than the limit cannot
+nest deeper; a few µs for a one-row request, bench/OFFLOAD.md); those with more are walked level by
+level, about as long again as their parse. Callers parse large bodies off the event loop.
 
 One difference from `json.loads` remains, on purpose: an integer literal past 64 bits comes back as
 a float (orjson's reading; JSON has one number type), where `json.loads` gives a Python int that no
