@@ -178,10 +178,14 @@ def test_rest_version_query_that_is_not_a_version_is_422(server, django_server, 
 
 
 @pytest.fixture
-def records_model(client: httpx.Client, make_user: Callable[..., Account],
-                  upload_csv: Callable[..., int]) -> tuple[str, str]:
-    """A model trained on raw records (the job runs in this process, as `manage.py train` runs it): its
-    name and a token of its owner."""
+def records_model(client: httpx.Client, make_user: Callable[..., Account], upload_csv: Callable[..., int],
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A model trained on raw records (the job runs in this process, as `manage.py train` runs it, and is
+    not sent to Celery, where a worker of another test could claim it later): its name and a token of
+    its owner."""
+    from app.jobs import services
+
+    monkeypatch.setattr(services, "task_dispatch", lambda *args, **kwargs: "")
     owner = make_user("member")
     token = login(client, owner)["access"]
     dataset_id = upload_csv(token, classification_csv(rows=200))
