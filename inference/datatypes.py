@@ -21,12 +21,20 @@ Casting rules for request data (`cast_input`), chosen so that no value silently 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from inference.errors import DatatypeError, InputError
+
+# Bounds on a shape a client declares, checked before any numpy call sees it: numpy refuses more
+# dimensions than 64 (32 before numpy 2) and shapes whose non-zero dimensions multiply past what an
+# allocation can address, even when another dimension is zero and the array holds nothing.
+MAX_RANK = 32
+MAX_ELEMENTS = 2**31 - 1
 
 
 class Datatype(enum.StrEnum):
@@ -137,17 +145,34 @@ def cast_input(array: np.ndarray, datatype: Datatype, *, name: str) -> np.ndarra
     raise InputError(name, f"cannot use {_describe(src)} data for a {datatype} input")
 
 
-def array_from_json(data: Any, datatype: Datatype, *, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def checked_shape(shape: object, *, name: str) -> tuple[int, ...]:
+    """A shape a client declared, as a tuple: `InputError` unless it is a list (or tuple) of at most
+    `MAX_RANK` non-negative integers whose product is at most `MAX_ELEMENTS`, counting a zero-length
+    dimension as one. Within these bounds no numpy call on the shape can overflow, and
+    ``math.prod(shape)`` is the element count."""
+    if not isinstance(shape, list | tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InputError(name, "shape must be a list of non-negative integers")
+    if len(shape) > MAX_RANK:
+        raise InputError(name, f"shape has {len(shape)} dimensions; at most {MAX_RANK} are accepted")
+    extent = 1
+    for dim in shape:
+        extent *= max(dim, 1)
+        if extent > MAX_ELEMENTS:
+            # Not formatted: a dimension may be thousands of digits long (str() of such an int raises).
+            raise InputError(name, f"shape describes more than {MAX_ELEMENTS} elements")
+    return tuple(shape)
+
+
+def array_from_json(data: Any, datatype: Datatype, *, name: str, shape: Sequence[int] | None = None) -> np.ndarray:
     """Build an array of `datatype` from a JSON value: a nested list, or a flat row-major list.
 
     With `shape`, the element count must equal its product and the result takes that shape (V2
-    accepts both flat and nested ``data``). Ragged lists, strings, nulls and values that break
-    the casting rules raise `InputError` naming `name`.
+    accepts both flat and nested ``data``); the shape is checked first (`checked_shape`). Ragged
+    lists, strings, nulls and values that break the casting rules raise `InputError` naming `name`.
     """
     if not isinstance(data, list):
         raise InputError(name, f"data must be a list of numbers, got {type(data).__name__}")
-    if shape is not None and any(d < 0 for d in shape):
-        raise InputError(name, f"shape {list(shape)} has a negative dimension")
+    dims = None if shape is None else checked_shape(shape, name=name)
     try:
         array = np.array(data)
     except (ValueError, OverflowError) as exc:
@@ -168,11 +193,11 @@ def array_from_json(data: Any, datatype: Datatype, *, name: str, shape: tuple[in
             except OverflowError as exc:
                 raise InputError(name, "values do not fit UINT64") from exc
     array = cast_input(array, datatype, name=name)
-    if shape is not None:
-        expected = int(np.prod(shape, dtype=np.int64))
+    if dims is not None:
+        expected = math.prod(dims)
         if array.size != expected:
-            raise InputError(name, f"data holds {array.size} elements but shape {list(shape)} needs {expected}")
-        array = array.reshape(shape)
+            raise InputError(name, f"data holds {array.size} elements but shape {list(dims)} needs {expected}")
+        array = array.reshape(dims)
     return array
 
 

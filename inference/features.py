@@ -325,7 +325,8 @@ def _coerce(e: _Encoding, value: Any, row: int) -> float | bool | str | None:
                 return False
             if token in MISSING_TOKENS:
                 return None
-        raise InputError(e.column, f"record {row}: expected true, false or null, got {_json_type(value)} {value!r}")
+        shown = repr(value) if isinstance(value, str | int) and len(repr(value)) <= 40 else "(not shown)"
+        raise InputError(e.column, f"record {row}: expected true, false or null, got {_json_type(value)} {shown}")
     if not isinstance(value, str):
         raise InputError(e.column, f"record {row}: expected a string or null, got {_json_type(value)}")
     text = value.strip()

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from inference import jsonio
-from inference.datatypes import Datatype, array_from_json, datatype_of, parse_datatype
+from inference.datatypes import Datatype, array_from_json, checked_shape, datatype_of, parse_datatype
 from inference.errors import DatatypeError, InputError, V2Error
 from inference.signature import Signature
 
@@ -106,7 +106,9 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
         header, binary = body[:header_length], memoryview(body)[header_length:]
     try:
         document = jsonio.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except jsonio.JsonLimitExceeded as exc:
+        raise V2Error(f"request JSON is refused: {exc}") from None
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         hint = "" if header_length is not None else f" (binary data needs the {HEADER_LENGTH_HEADER} header)"
         raise V2Error(f"request JSON is malformed: {exc}{hint}") from exc
     return decode_infer_document(document, binary)
@@ -130,11 +132,7 @@ def decode_infer_document(document: object, binary: memoryview | None = None) ->
     binary_output = parameters.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise V2Error("parameters.binary_data_output must be a boolean")
-    timeout = parameters.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0
-    ):
-        raise V2Error("parameters.timeout must be a non-negative number of microseconds")
+    _check_timeout(parameters.get("timeout"))
 
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -226,9 +224,10 @@ def _decode_input(
         datatype = parse_datatype(raw.get("datatype"))
     except DatatypeError as exc:
         raise V2Error(f"input {name!r}: {exc.message}", details={"input": name}) from exc
-    shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise V2Error(f"input {name!r}: shape must be a list of non-negative integers", details={"input": name})
+    try:
+        shape = checked_shape(raw.get("shape"), name=name)
+    except InputError as exc:
+        raise V2Error(exc.message, details={"input": name}) from None
     parameters = _object(raw.get("parameters"), f"input {name!r} parameters")
     for key in _UNSUPPORTED_TENSOR_PARAMETERS:
         if key in parameters:
@@ -239,7 +238,7 @@ def _decode_input(
         if "data" not in raw:
             raise V2Error(f"input {name!r} has neither 'data' nor parameters.binary_data_size", details={"input": name})
         try:
-            return name, array_from_json(raw["data"], datatype, name=name, shape=tuple(shape)), 0
+            return name, array_from_json(raw["data"], datatype, name=name, shape=shape), 0
         except InputError as exc:
             raise V2Error(exc.message, details={"input": name}) from exc
     if "data" in raw:
@@ -251,6 +250,8 @@ def _decode_input(
         )
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise V2Error(f"input {name!r}: binary_data_size must be a non-negative integer", details={"input": name})
+    if size >= 2**63:  # not formatted: str() of an int thousands of digits long raises
+        raise V2Error(f"input {name!r}: binary_data_size is out of range", details={"input": name})
     expected = math.prod(shape) * datatype.itemsize
     if size != expected:
         raise V2Error(
@@ -268,6 +269,18 @@ def _decode_input(
             raise V2Error(f"input {name!r}: BOOL bytes must be 0 or 1", details={"input": name})
     array = np.frombuffer(chunk, dtype=datatype.numpy_dtype.newbyteorder("<")).reshape(shape)
     return name, array, size
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is None:
+        return
+    if not isinstance(timeout, bool) and isinstance(timeout, int | float):
+        try:
+            if math.isfinite(timeout) and timeout >= 0:  # an int past a float's range overflows here
+                return
+        except OverflowError:
+            pass
+    raise V2Error("parameters.timeout must be a non-negative number of microseconds")
 
 
 def _decode_outputs(raw: object) -> tuple[RequestedOutput, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +15,11 @@ from django.conf import settings
 
 from app.core.errors import STATUS_CODES, ApiError
 from app.monitoring import metrics, recording
-from app.serving import runtime
+from app.serving import calls, runtime
 from inference import jsonio, v2
 from inference.errors import InferenceError
+
+logger = logging.getLogger(__name__)
 
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -25,9 +28,34 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 
 class AuthenticatedConsumer(AsyncWebsocketConsumer):
     """Accepts with the negotiated subprotocol and closes with 4401, after saying why, when the credential
-    the socket was opened with expires."""
+    the socket was opened with expires.
+
+    Every text or binary frame is read with `inference.jsonio` (size and depth limits); one that is not
+    a JSON object, or is too large or too deep, is answered with an error frame and the socket stays
+    open. A handler that raises is a bug: it is logged, answered with an ``internal_error`` frame, and
+    the socket stays open too. Whatever way the consumer ends, `release` stops what it started."""
 
     _expiry_task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.serve(scope, receive, send)
+        finally:
+            # Channels calls disconnect only when the client's disconnect message is dispatched; a
+            # consumer that stops any other way (an exception, a cancelled task) would leave its tasks
+            # running, among them the expiry task that closes the socket much later.
+            await self.release()
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The consumer's life: Channels' receive loop unless a subclass runs its own."""
+        await super().__call__(scope, receive, send)
+
+    async def release(self) -> None:
+        """Cancels the tasks this socket started and takes it out of the metrics. Idempotent: disconnect
+        calls it, and `__call__` again when the consumer ends."""
+        metrics.websocket_closed(self)
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
 
     async def connect(self) -> None:
         await self.accept(subprotocol=self.scope.get("accept_subprotocol"))
@@ -44,26 +72,39 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_TOKEN_EXPIRED)
 
     async def disconnect(self, code: int) -> None:
-        metrics.websocket_closed(self)
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
+        await self.release()
 
     async def send_json(self, content: Any) -> None:
         await self.send(text_data=json.dumps(content, separators=(",", ":")))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
-        if len(raw) > MAX_MESSAGE_BYTES:
+        raw: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        try:
+            if len(raw) > calls.OFFLOAD_BYTES:  # a large message is parsed off the event loop
+                content = await asyncio.to_thread(jsonio.loads, raw, max_bytes=MAX_MESSAGE_BYTES)
+            else:
+                content = jsonio.loads(raw, max_bytes=MAX_MESSAGE_BYTES)
+        except jsonio.JsonTooLarge:
             await self.send_json({"type": "error", "code": "too_large", "message": "message exceeds 1 MiB"})
             return
-        try:
-            content = jsonio.loads(raw)
-        except ValueError:
-            await self.send_json({"type": "error", "code": "bad_json", "message": "messages must be JSON objects"})
+        except jsonio.JsonTooDeep as exc:
+            await self.send_json({"type": "error", "code": "too_deep", "message": f"message refused: {exc}"})
             return
+        except ValueError:
+            content = None
         if not isinstance(content, dict):
             await self.send_json({"type": "error", "code": "bad_json", "message": "messages must be JSON objects"})
             return
+        try:
+            await self.receive_message(content, len(raw))
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("unhandled error in %s", type(self).__name__)
+            await self.send_json({"type": "error", "code": "internal_error", "message": "internal server error"})
+
+    async def receive_message(self, content: dict[str, Any], size: int) -> None:
+        """A parsed message of ``size`` characters (or bytes)."""
         await self.receive_json(content)
 
     async def receive_json(self, content: dict[str, Any]) -> None:
@@ -94,7 +135,7 @@ class InferConsumer(AuthenticatedConsumer):
     still queued, which removes its rows from the batcher before they are computed.
     """
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' AsyncConsumer.__call__ without the channel layer: nothing is ever sent to this
         # consumer's channel, and listening on it costs a Redis subscription per socket and, per frame,
         # a new receive task and an asyncio.wait over both sources.
@@ -122,38 +163,49 @@ class InferConsumer(AuthenticatedConsumer):
         self._max_in_flight: int = settings.WS_MAX_IN_FLIGHT  # once per socket: settings reads are not free
         await super().connect()
 
-    async def disconnect(self, code: int) -> None:
+    async def release(self) -> None:
         for task in list(getattr(self, "_in_flight", ())):
             task.cancel()
-        await super().disconnect(code)
+        await super().release()
 
-    async def receive_json(self, content: dict[str, Any]) -> None:
-        request_id = content.get("id")
+    async def receive_message(self, content: dict[str, Any], size: int) -> None:
+        raw_id = content.get("id")
+        request_id = _request_id(raw_id)
+        if request_id is None and raw_id is not None:
+            await self._reply({"id": None, "code": "invalid_request", "error": "'id' must be a string or an integer"})
+            return
         if len(self._in_flight) >= self._max_in_flight:
-            await self.send_json(
+            await self._reply(
                 {"id": request_id, "code": "too_many_in_flight",
                  "error": f"more than {self._max_in_flight} requests in flight on this socket; wait for answers"}
             )
             return
-        task = asyncio.create_task(self._infer(content))
+        task = asyncio.create_task(self._infer(content, request_id, size))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _infer(self, content: dict[str, Any]) -> None:
-        request_id = content.get("id")
+    async def _infer(self, content: dict[str, Any], request_id: str | None, size: int) -> None:
+        """Answers one request with exactly one frame: the V2 response or ``{"id", "code", "error"}``."""
         started = time.perf_counter()
         try:
             model = content.pop("model", None)
             version = content.pop("version", None)
             if not isinstance(model, str) or not model:
                 raise v2.V2Error("'model' (the model name) is required")
-            if version is not None and not (isinstance(version, int | str) and str(version).isdigit()):
-                raise v2.V2Error("'version' must be a positive integer")
+            try:
+                number = None if version is None else calls.version_number(version)
+            except ValueError as exc:
+                raise v2.V2Error(str(exc)) from None
+            content.pop("id", None)
             if request_id is not None:
-                content["id"] = request_id = str(request_id)
-            target = await runtime.resolve(self.scope["user"], model, None if version is None else int(version))
+                content["id"] = request_id
+            target = await runtime.resolve(self.scope["user"], model, number)
             with recording.observe(target, protocol="ws", started=started) as seen:
-                decoded = v2.decode_infer_document(content)  # what is left of the message is the V2 request
+                # What is left of the message is the V2 request; a large one is decoded off the loop.
+                if size > calls.OFFLOAD_BYTES:
+                    decoded = await asyncio.to_thread(v2.decode_infer_document, content)
+                else:
+                    decoded = v2.decode_infer_document(content)
                 names, _ = decoded.output_selection(target.signature.output_names)
                 timeout = decoded.timeout_seconds
                 deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
@@ -162,9 +214,33 @@ class InferConsumer(AuthenticatedConsumer):
                 seen.tensors(served, inputs, outputs)
             body, _ = v2.encode_infer_response(model, str(served), request_id, {n: outputs[n] for n in names}, False)
             body, _ = recording.with_prediction_id(body, None, seen.prediction_id)
-            await self.send(text_data=body.decode())
+            await self._send_text(body.decode())
         except InferenceError as exc:
-            await self.send_json({"id": request_id, "code": exc.code, "error": exc.message})
+            await self._reply({"id": request_id, "code": exc.code, "error": exc.message})
         except ApiError as exc:
             code = exc.code or STATUS_CODES.get(exc.status, "error")
-            await self.send_json({"id": request_id, "code": code, "error": exc.message})
+            await self._reply({"id": request_id, "code": code, "error": exc.message})
+        except Exception:
+            logger.exception("unhandled error answering websocket request %r", request_id)
+            await self._reply({"id": request_id, "code": "internal_error", "error": "internal server error"})
+
+    async def _reply(self, content: dict[str, Any]) -> None:
+        await self._send_text(json.dumps(content, separators=(",", ":")))
+
+    async def _send_text(self, text: str) -> None:
+        # The client may have gone while its request ran; that is no error of the server's.
+        try:
+            await self.send(text_data=text)
+        except Exception as exc:
+            logger.debug("websocket answer not sent: %r", exc)
+
+
+def _request_id(raw: object) -> str | None:
+    """The ``id`` of an infer message as the answer carries it: a string, or an integer written as one;
+    None when there is none or it is neither (an integer beyond 64 bits is refused: only the standard
+    library's reading produces one, and ``str`` of a long one raises)."""
+    if isinstance(raw, str):
+        return raw
+    if type(raw) is int and -(2**63) <= raw < 2**64:
+        return str(raw)
+    return None

@@ -73,9 +73,9 @@ class EventsConsumer(AuthenticatedConsumer):
         else:
             await super().dispatch(message)
 
-    async def disconnect(self, code: int) -> None:
+    async def release(self) -> None:
         await self._teardown()
-        await super().disconnect(code)
+        await super().release()
 
     async def _teardown(self) -> None:
         self._closing = True
@@ -272,7 +272,7 @@ class EventsConsumer(AuthenticatedConsumer):
         if not isinstance(topic, str):
             await self._error("bad_request", "'topic' must be a string")
             return
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+        if since is not None and (type(since) is not int or not 0 <= since < 2**63):
             await self._error("bad_request", "'since' must be null or a seq (an integer >= 0)", topic)
             return
         if epoch is not None and not (isinstance(epoch, str) and len(epoch) <= 64):

@@ -35,6 +35,15 @@ class Server:
                 self.proc.wait(5)
         return int(self.proc.returncode)
 
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What the server logged after `log_size` returned ``offset``."""
+        with self.log.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -21,6 +21,7 @@ from ninja_extra import NinjaExtraAPI
 from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
+from app.api.parsing import JsonParser
 from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, error_response
 from app.datasets.api import DatasetController
@@ -40,6 +41,7 @@ api = NinjaExtraAPI(
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
+    parser=JsonParser(),
 )
 api.register_controllers(
     AuthController,
@@ -152,6 +154,8 @@ def _bad_request(request: HttpRequest, exc: BadRequest) -> HttpResponse:
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         cause = exc.__cause__
+        if isinstance(cause, ApiError):  # raised by app.api.parsing.JsonParser
+            return _api_error(request, cause)
         detail = f": {cause}" if isinstance(cause, ValueError) else ""
         return error_response(422, f"request body is not valid JSON{detail}", code="invalid_json")
     return error_response(exc.status_code, str(exc))

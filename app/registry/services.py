@@ -216,16 +216,21 @@ def _manifest_error(message: str, field: str) -> Invalid:
     return Invalid(f"invalid manifest: {message}", details=details)
 
 
+# A manifest is a format, an architecture, a config and a signature: a few KB, a few levels deep.
+MANIFEST_MAX_BYTES = 256 * 1024
+MANIFEST_MAX_DEPTH = 16
+
+
 def manifest_parse(raw: str) -> dict[str, Any]:
     """Checks the manifest's shape; the artifact itself is checked by ``model_version_publish``."""
-    import json
-
-    from inference import architectures
+    from inference import architectures, jsonio
     from inference.errors import ArchitectureError, SignatureError
     from inference.signature import Signature
 
     try:
-        manifest = json.loads(raw)
+        manifest = jsonio.loads(raw, max_depth=MANIFEST_MAX_DEPTH, max_bytes=MANIFEST_MAX_BYTES)
+    except jsonio.JsonLimitExceeded as exc:
+        raise _manifest_error(f"refused: {exc}", "manifest") from None
     except ValueError as exc:
         raise _manifest_error(f"not valid JSON ({exc})", "manifest") from exc
     if not isinstance(manifest, dict):

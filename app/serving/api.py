@@ -26,6 +26,7 @@ class PredictController(Controller):
     """Documents the route and serves it when the fast path (`app.serving.fastpath`) is switched off."""
 
     @route.post("/{name}/predict", response=PredictOut, summary="Run a model on JSON inputs (batched)")
-    async def predict(self, name: str, payload: PredictIn, version: int | None = None) -> dict[str, Any]:
+    async def predict(self, name: str, payload: PredictIn, version: calls.VersionQuery | None = None) -> dict[str, Any]:
         timeout_ms = calls.timeout_ms_from_header(self.http_request.headers.get("X-Request-Timeout-Ms"))
-        return await calls.predict(self.caller, name, version, payload.inputs, timeout_ms=timeout_ms)
+        return await calls.predict(self.caller, name, version, payload.inputs, timeout_ms=timeout_ms,
+                                   size=len(self.http_request.body))

@@ -33,15 +33,17 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import resolve
+from pydantic import TypeAdapter, ValidationError
 
 from app.accounts import auth_cache
 from app.accounts.models import User
+from app.api.parsing import TOO_LARGE, read_json
 from app.core.db import unavailable_error
 from app.core.errors import ApiError, Invalid, error_response
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
-from inference import jsonio, v2
+from inference import v2
 from inference.errors import InferenceError
 
 from . import calls, v2_views
@@ -60,10 +62,6 @@ STATUS_CLIENT_GONE = 499  # nginx's code for "the client closed the connection f
 class ClientGone(BaseException):
     """The client disconnected while its body was being read. A BaseException, like a cancellation,
     so the handlers' catch-all for server errors does not answer it."""
-
-
-class InvalidJson(Invalid):
-    code = "invalid_json"
 
 
 class BodyTooLarge(Exception):
@@ -230,12 +228,15 @@ class InferenceFastPath:
                 return response
             body = await cycle.body(headers, self.max_body)
             version = _query_version(scope)
-            inputs = _predict_inputs(body)
+            if len(body) > calls.OFFLOAD_BYTES:
+                inputs = await asyncio.to_thread(_predict_inputs, body)
+            else:
+                inputs = _predict_inputs(body)
             timeout_ms = calls.timeout_ms_from_header(headers.get("x-request-timeout-ms"))
             return Response.json(200, await calls.predict(user, match.group(1), version, inputs,
-                                                         timeout_ms=timeout_ms))
+                                                         timeout_ms=timeout_ms, size=len(body)))
         except BodyTooLarge:
-            return Response.of(error_response(413, "request body is larger than the limit for this endpoint"))
+            return Response.of(error_response(413, TOO_LARGE))
         except ApiError as exc:
             return Response.of(error_response(exc.status, exc.message, code=exc.code, details=exc.details,
                                               headers=exc.headers))
@@ -297,7 +298,7 @@ class _Cycle:
 
     async def body(self, headers: dict[str, str], limit: int) -> bytes:
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0
@@ -332,29 +333,29 @@ async def _authenticate(headers: dict[str, str]) -> User | None:
     return None if principal is None else principal.user
 
 
+_VERSION_QUERY: TypeAdapter[int] = TypeAdapter(calls.VersionQuery)
+
+
 def _query_version(scope: Scope) -> int | None:
-    """``?version=N`` as django-ninja would parse it (422 with the same details when it is not an integer)."""
+    """``?version=N`` as django-ninja parses it: the same validation, and a 422 with the same details."""
     query: bytes = scope.get("query_string", b"")
     if b"version" not in query:
         return None
     values = parse_qs(query.decode("latin-1")).get("version")
     if not values:
         return None
-    raw = values[-1]
     try:
-        return int(raw.strip())
-    except ValueError:
-        msg = "Input should be a valid integer, unable to parse string as an integer"
+        return _VERSION_QUERY.validate_python(values[-1])
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        msg, kind = error["msg"], error["type"]
         raise Invalid(f"invalid request: version: {msg}", details=[
-            {"loc": ["query", "version"], "field": "version", "msg": msg, "type": "int_parsing"}]) from None
+            {"loc": ["query", "version"], "field": "version", "msg": msg, "type": kind}]) from None
 
 
 def _predict_inputs(body: bytes) -> Any:
     """``inputs`` of a predict body, with the errors django-ninja gives for the same body."""
-    try:
-        payload = jsonio.loads(body)
-    except ValueError as exc:
-        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    payload = read_json(body, max_bytes=None)  # the body was read within the limit
     if not isinstance(payload, dict) or "inputs" not in payload:  # django-ninja says the same of a non-object
         raise Invalid("invalid request: inputs: Field required", details=[
             {"loc": ["body", "payload", "inputs"], "field": "inputs", "msg": "Field required", "type": "missing"}])

@@ -6,6 +6,7 @@ envelope). Health endpoints are open; everything else takes the same bearer cred
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -26,6 +27,8 @@ from inference.errors import InferenceError, QueueFull
 from inference.signature import Signature
 
 from . import calls, catalog, runtime
+
+logger = logging.getLogger(__name__)
 
 SERVER_NAME = "torchwire"
 SERVER_VERSION = "0.1.0"
@@ -77,9 +80,12 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
             except RequestDataTooBig:
                 return v2_error(413, "request body is larger than the limit")
             except Exception as exc:
-                if (unavailable := unavailable_error(exc)) is None:
-                    raise
-                return quiet(v2_error(unavailable.status, unavailable.message, unavailable.headers))
+                if (unavailable := unavailable_error(exc)) is not None:
+                    return quiet(v2_error(unavailable.status, unavailable.message, unavailable.headers))
+                # A bug, not the client's doing: logged with its traceback, answered in this protocol
+                # (Django's own 500 page is HTML).
+                logger.exception("unhandled error on %s %s", request.method, request.path)
+                return v2_error(500, "internal server error")
 
         return wrapper
 

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inference.datatypes import (
+    MAX_ELEMENTS,
+    MAX_RANK,
     Datatype,
     array_from_json,
     cast_input,
+    checked_shape,
     datatype_of,
     numpy_to_torch,
     parse_datatype,
@@ -108,3 +115,24 @@ def test_json_uint64_beyond_int64_is_exact() -> None:
         array_from_json([2**64 - 1, -1], Datatype.UINT64, name="x")
     with pytest.raises(InputError, match="floating-point"):
         array_from_json([2**64 - 1, 0.5], Datatype.UINT64, name="x")
+
+
+@settings(max_examples=500, deadline=None)
+@given(shape=st.lists(st.integers(0, 3) | st.sampled_from([2**31 - 1, 2**31, 2**32, 2**62, 2**63, 2**64, -1]),
+                      max_size=40))
+def test_checked_shape_accepts_only_what_numpy_can_hold(shape: list[int]) -> None:
+    try:
+        dims = checked_shape(shape, name="x")
+    except InputError as exc:
+        assert exc.input_name == "x"
+        assert min(shape) < 0 or len(shape) > MAX_RANK or math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS
+        return
+    assert dims == tuple(shape) and math.prod(dims) <= MAX_ELEMENTS
+    if math.prod(dims) == 0:  # numpy refuses an empty array whose other dimensions overflow; these it takes
+        assert np.zeros(0, dtype=np.float64).reshape(dims).shape == dims
+
+
+@pytest.mark.parametrize("shape", [[1.0], [True], ["2"], [None], "2", None, [[2]]])
+def test_checked_shape_takes_only_lists_of_integers(shape: object) -> None:
+    with pytest.raises(InputError, match="non-negative integers"):
+        checked_shape(shape, name="x")

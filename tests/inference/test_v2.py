@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput, InferResult
 
+from inference import jsonio
 from inference.datatypes import Datatype
 from inference.errors import V2Error
 from inference.signature import Signature
@@ -208,6 +212,28 @@ MALFORMED = [
     (binary_doc(8, [2]) + b"\x00" * 4, len(binary_doc(8, [2])), "ends after 4 of its 8"),
     (binary_doc(8, [2]) + b"\x00" * 12, len(binary_doc(8, [2])), "4 bytes of binary data"),
     (binary_doc(2, [2], "BOOL") + b"\x00\x02", len(binary_doc(2, [2], "BOOL")), "0 or 1"),
+    # Shapes whose element count overflows 64 bits, or that numpy cannot hold even when empty.
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4294967296, 4294967296], "data": []}]}', None,
+     "more than 2147483647 elements"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 4611686018427387904], "data": []}]}', None,
+     "more than 2147483647 elements"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [18446744073709551616], "data": []}]}', None,
+     "non-negative integers"),  # past 64 bits: orjson reads a float
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [' + b"1," * 40 + b'1], "data": [1]}]}', None,
+     "at most 32"),
+    (binary_doc(0, [0, 2**63]) , len(binary_doc(0, [0, 2**63])), "more than 2147483647 elements"),
+    (binary_doc(0, [2**62, 4]), len(binary_doc(0, [2**62, 4])), "more than 2147483647 elements"),
+    (binary_doc(2**70, [2]) + b"\x00" * 8, len(binary_doc(2**70, [2])), "non-negative integer"),  # a float
+    # Python ints past a float's range, which only the standard library's reading produces (NaN elsewhere
+    # in the document sends it there).
+    (b'{"x": NaN, "parameters": {"timeout": 1' + b"0" * 400 + b'}, "inputs": [{"name": "x", "datatype": "FP32", '
+     b'"shape": [1], "data": [1]}]}', None, "microseconds"),
+    (b'{"x": NaN, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1' + b"0" * 400 + b'], "data": [1]}]}',
+     None, "more than 2147483647 elements"),
+    (b'{"x": NaN, ' + binary_doc(10**400, [2])[1:] + b"\x00" * 8, len(binary_doc(10**400, [2])) + 10,
+     "binary_data_size is out of range"),
+    (b'{"inputs": [' + b"[" * 5000 + b"]" * 5000 + b"]}", None, "deeper than 64 levels"),
+    (b'{"x": NaN, "inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", None, "deeper than 64 levels"),
 ]
 
 
@@ -219,12 +245,12 @@ def test_malformed_requests_are_refused(body: bytes, header_length: int | None, 
 
 
 def _parsed(body: bytes, header_length: int | None) -> tuple[object, memoryview | None] | None:
-    """A malformed body as a caller that parsed its JSON would pass it; None when there is nothing to pass
-    (the JSON does not parse, or the header length does not fit the body)."""
+    """A malformed body as a caller that parsed its JSON (with `inference.jsonio`) would pass it; None
+    when there is nothing to pass (the JSON does not parse, or the header length does not fit the body)."""
     if header_length is not None and header_length > len(body):
         return None
     try:
-        document = json.loads(body if header_length is None else body[:header_length])
+        document = jsonio.loads(body if header_length is None else body[:header_length])
     except ValueError:
         return None
     return document, None if header_length is None else memoryview(body)[header_length:]
@@ -240,6 +266,87 @@ def test_parsed_json_is_refused_like_the_body(body: bytes, header_length: int | 
     with pytest.raises(V2Error, match=message) as err:
         decode_infer_document(*parsed)
     assert err.value.http_status == 400
+
+
+SCALAR = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=4)
+          | st.sampled_from([2**31, 2**32, 2**62, 2**63, 2**64, -1, 0, 10**400]))
+DIM = st.integers(0, 3) | st.sampled_from([0, 2**31, 2**32, 2**62, 2**63 - 1, 2**63, 2**64, 10**400, -1])
+SHAPE = st.lists(DIM, max_size=4) | st.lists(DIM | SCALAR, max_size=3) | SCALAR
+DATA = st.lists(st.integers(0, 1), max_size=6) | st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=4),
+                                                               max_leaves=12)
+DATATYPE = st.sampled_from(list(Datatype)) | st.sampled_from(["BYTES", "BF16", "fp32", ""]) | SCALAR
+PARAMETERS = st.fixed_dictionaries({}, optional={
+    "binary_data_size": st.integers(-1, 16) | SCALAR, "timeout": SCALAR, "binary_data_output": SCALAR,
+    "binary_data": SCALAR, "classification": SCALAR}) | SCALAR
+# Mostly well-formed tensors with hostile numbers, some with anything in any field.
+TENSOR = st.fixed_dictionaries({"name": st.sampled_from(["x", "y"]), "datatype": st.sampled_from(list(Datatype)),
+                                "shape": st.lists(DIM, max_size=4), "data": DATA}) | st.fixed_dictionaries(
+    {}, optional={"name": st.sampled_from(["x", "y"]) | SCALAR, "datatype": DATATYPE, "shape": SHAPE, "data": DATA,
+                  "parameters": PARAMETERS}) | SCALAR
+DOCUMENT = st.fixed_dictionaries({"inputs": st.lists(TENSOR, min_size=1, max_size=2)}, optional={
+    "id": st.text(max_size=3) | SCALAR, "parameters": PARAMETERS,
+    "outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["x", "y"])}, optional={
+        "parameters": PARAMETERS}), max_size=2) | SCALAR}) | st.fixed_dictionaries({}, optional={
+    "inputs": st.lists(TENSOR, max_size=2) | SCALAR, "id": SCALAR}) | SCALAR
+
+
+@st.composite
+def binary_request(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A binary-extension body: tensors declared with hostile shapes, data sizes that are right or not."""
+    tensors, blobs = [], []
+    for name in draw(st.lists(st.sampled_from(["x", "y"]), min_size=1, max_size=2, unique=True)):
+        datatype = draw(st.sampled_from(list(Datatype)))
+        shape = draw(st.lists(DIM, max_size=4))
+        right = math.prod(shape) * datatype.itemsize if all(isinstance(d, int) and d >= 0 for d in shape) else 0
+        size = draw(st.sampled_from([right, 0, 1, 2**63, 10**400]) | st.integers(-1, 16))
+        tensors.append({"name": name, "datatype": str(datatype), "shape": shape,
+                        "parameters": {"binary_data_size": size}})
+        blobs.append(b"\x01" * (size if isinstance(size, int) and 0 <= size <= 64 else draw(st.integers(0, 8))))
+    header = json.dumps({"inputs": tensors}).encode()
+    if draw(st.booleans()):
+        header = b'{"nan": NaN,' + header[1:]  # json.loads then reads it, with Python ints of any size
+    return header + b"".join(blobs), len(header) + draw(st.sampled_from([0, 0, 0, -1, 1]))
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=DOCUMENT)
+def test_any_document_decodes_or_raises_v2_error(document: object) -> None:
+    """Whatever a client sends, the codec answers a request or a V2Error: never another exception."""
+    try:
+        request = decode_infer_document(document)
+        names, _ = request.output_selection(["x", "y"])
+    except V2Error as exc:
+        assert exc.http_status == 400 and exc.message
+        return
+    assert set(names) <= {"x", "y"}
+    for array in request.inputs.values():
+        assert isinstance(array, np.ndarray) and array.ndim <= 32 and array.size <= 2**31 - 1
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=binary_request())
+def test_any_binary_body_decodes_or_raises_v2_error(request: tuple[bytes, int]) -> None:
+    body, header_length = request
+    try:
+        decoded = decode_infer_request(body, header_length)
+    except V2Error as exc:
+        assert exc.http_status == 400 and exc.message
+        return
+    for array in decoded.inputs.values():
+        assert array.nbytes <= len(body)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=DOCUMENT, nan=st.booleans())
+def test_any_json_body_decodes_or_raises_v2_error(document: object, nan: bool) -> None:
+    """The same through both JSON readers (a NaN makes orjson hand over to json.loads)."""
+    body = json.dumps(document).encode()
+    if nan:
+        body = b'{"nan": NaN, "doc": ' + body + b"}" if isinstance(document, dict) else b"[NaN, " + body + b"]"
+    try:
+        decode_infer_request(body, None)
+    except V2Error as exc:
+        assert exc.http_status == 400
 
 
 def test_parsed_json_decodes_like_the_body() -> None:

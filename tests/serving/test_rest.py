@@ -92,7 +92,7 @@ def test_bad_inputs_are_422_and_name_the_problem(client, publish_model, inputs, 
 
 
 def test_nan_malformed_json_and_too_large(client, publish_model):
-    model = publish_model("rest-nan")
+    model = publish_model("rest-nan", max_queue=1_000_000)  # so the element limit is the one reached
     url = "/api/v1/models/rest-nan/predict"
     headers = {**bearer(model.token), "content-type": "application/json"}
     nan = client.post(url, content=b'{"inputs": [[NaN, 1, 2, 3]]}', headers=headers)

@@ -7,7 +7,6 @@ a live progress bar from the job's event stream, exactly what a websocket subscr
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from app.accounts.models import Role, User
 from app.core.errors import ApiError
+from inference import jsonio
 
 
 class Command(BaseCommand):
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path} is not a file")
         user = self._user(opts["user"])
         try:
-            hyper = json.loads(opts["hyperparameters"])
+            hyper = jsonio.loads(opts["hyperparameters"])
         except ValueError as exc:
             raise CommandError(f"--hyperparameters is not JSON: {exc}") from exc
         try:
