@@ -25,7 +25,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from app.core.db import db_async
+from app.core.db import db_async, is_unavailable, outage
 from app.core.lifecycle import on_shutdown, on_startup
 from realtime import bus
 
@@ -158,9 +158,13 @@ async def _relay_loop() -> None:
     run = db_async(relay_pending)
     while True:
         await asyncio.sleep(max(interval, backoff().remaining()))
+        if outage.down:  # the outage is logged once by app.core.db; rows wait in the outbox meanwhile
+            continue
         try:
             await run()
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                continue
             logger.exception("events relay loop: a pass failed; retrying")
 
 
