@@ -9,10 +9,11 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
-from ninja_extra import NinjaExtraAPI
 from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
+from app.api.openapi import TorchwireAPI
+from app.api.parsing import JsonObjectParser
 from app.core.errors import ApiError, error_response
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
@@ -24,13 +25,14 @@ from inference.errors import InferenceError, QueueFull
 
 logger = logging.getLogger("app.api")
 
-api = NinjaExtraAPI(
+api = TorchwireAPI(
     title="Torchwire API",
     version="1",
     description="Train, serve and stream PyTorch models. Authenticate with `Authorization: Bearer <JWT or API key>`.",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
+    parser=JsonObjectParser(),
 )
 api.register_controllers(
     AuthController,
@@ -121,6 +123,8 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         cause = exc.__cause__
+        if isinstance(cause, ApiError):  # the parser refused the body for a reason of its own
+            return _api_error(request, cause)
         detail = f": {cause}" if isinstance(cause, ValueError) else ""
         return error_response(422, f"request body is not valid JSON{detail}", code="invalid_json")
     return error_response(exc.status_code, str(exc))

@@ -36,7 +36,7 @@ from django.urls import resolve
 
 from app.accounts import auth_cache
 from app.accounts.models import User
-from app.core.errors import ApiError, Invalid, error_response
+from app.core.errors import ApiError, BodyNotObject, Invalid, error_response
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
@@ -349,7 +349,9 @@ def _predict_inputs(body: bytes) -> Any:
         payload = jsonio.loads(body)
     except ValueError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:  # django-ninja says the same of a non-object
+    if not isinstance(payload, dict):
+        raise BodyNotObject()  # as app.api.parsing.JsonObjectParser
+    if "inputs" not in payload:
         raise Invalid("invalid request: inputs: Field required", details=[
             {"loc": ["body", "payload", "inputs"], "field": "inputs", "msg": "Field required", "type": "missing"}])
     return payload["inputs"]
