@@ -7,6 +7,7 @@ import math
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
+from ninja import Swagger
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja_extra.exceptions import APIException
@@ -32,6 +33,9 @@ api = TorchwireAPI(
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
+    # Swagger UI from this site's static files (ninja's own copy, see INSTALLED_APPS), and no request to the
+    # public validator, which the Content-Security-Policy of the page would refuse anyway.
+    docs=Swagger(settings={"validatorUrl": None}),
     parser=JsonObjectParser(),
 )
 api.register_controllers(
