@@ -43,7 +43,6 @@ path = "/api/v1/auth/token"
 payload = { username = "${FUZZ_USERNAME}", password = "${FUZZ_PASSWORD}" }
 extract_selector = "/access"
 """
-SEED_MODEL = "fuzz-mlp"
 SEED_CONFIG = {"in_features": 4, "hidden": [8], "out_features": 3}
 SEED_CSV = "a,b,c,label\n" + "".join(f"{i},{i % 7 * 0.5},{(i * 3) % 11},{'yes' if i % 3 else 'no'}\n"
                                     for i in range(40))
@@ -93,28 +92,59 @@ def login(client: httpx.Client, user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access']}"}
 
 
-def seed(url: str, admin: User) -> None:
-    """A public model with a production version and a dataset, so the fuzzer has something to call."""
+@dataclass(frozen=True)
+class Seeded:
+    """What `seed` made, which the fuzzer puts into half of the requests that name an object."""
+
+    models: list[str]
+    dataset_ids: list[int]
+    job_ids: list[int]
+
+    def config(self) -> str:
+        """TOML binding these ids to the parameters that take them (schemathesis dictionaries)."""
+        def binding(keys: Sequence[str], dictionary: str) -> str:
+            return "".join(f'"{key}" = {{ dictionary = "{dictionary}", probability = 0.5 }}\n' for key in keys)
+
+        return ("\n[dictionaries]\n"
+                f"models = {{ values = {json.dumps(self.models)} }}\n"
+                f"datasets = {{ values = {json.dumps(self.dataset_ids)} }}\n"
+                f"jobs = {{ values = {json.dumps(self.job_ids)} }}\n"
+                "versions = { values = [1] }\n"
+                "\n[parameters]\n"
+                + binding(("path.name", "body.model", "body.model_name"), "models")
+                + binding(("path.dataset_id", "body.dataset_id"), "datasets")
+                + binding(("path.job_id",), "jobs")
+                + binding(("path.version", "query.version", "body.version"), "versions"))
+
+
+def seed(url: str, admin: User) -> Seeded:
+    """A public model with a production version, a dataset and a training job on it, so the fuzzer reaches
+    objects that exist (on a server without a worker the job stays queued)."""
     import safetensors.torch
     import torch
 
     from inference.architectures import build
 
+    name = f"fuzz-mlp-{secrets.token_hex(3)}"
     with httpx.Client(base_url=url, timeout=60) as client:
         auth = login(client, admin)
-        created = client.post("/api/v1/models", json={"name": SEED_MODEL, "visibility": "public"}, headers=auth)
-        if created.status_code == 409:
-            return  # seeded by an earlier run against this server
-        created.raise_for_status()
+        client.post("/api/v1/models", json={"name": name, "visibility": "public"}, headers=auth).raise_for_status()
         torch.manual_seed(0)
         artifact = safetensors.torch.save(build("mlp", SEED_CONFIG).state_dict())
         manifest = json.dumps({"format": "safetensors", "architecture": "mlp", "config": SEED_CONFIG})
-        client.post(f"/api/v1/models/{SEED_MODEL}/versions", headers=auth, data={"manifest": manifest},
+        client.post(f"/api/v1/models/{name}/versions", headers=auth, data={"manifest": manifest},
                     files={"artifact": ("model.safetensors", io.BytesIO(artifact))}).raise_for_status()
-        client.post(f"/api/v1/models/{SEED_MODEL}/versions/1/promote", json={"stage": "production"},
+        client.post(f"/api/v1/models/{name}/versions/1/promote", json={"stage": "production"},
                     headers=auth).raise_for_status()
-        client.post("/api/v1/datasets", headers=auth,
-                    files={"file": ("fuzz.csv", io.BytesIO(SEED_CSV.encode()))}).raise_for_status()
+        dataset = client.post("/api/v1/datasets", headers=auth,
+                              files={"file": ("fuzz.csv", io.BytesIO(SEED_CSV.encode()))})
+        dataset.raise_for_status()
+        dataset_id = dataset.json()["id"]
+        job = client.post("/api/v1/jobs/train", headers=auth, json={
+            "dataset_id": dataset_id, "target": "label", "task": "classification", "model_name": f"{name}-trained",
+            "hyperparameters": {"epochs": 2}})
+        job.raise_for_status()
+    return Seeded(models=[name, f"{name}-trained"], dataset_ids=[dataset_id], job_ids=[job.json()["id"]])
 
 
 def fuzz(url: str, user: User, *, max_examples: int, workers: int = 2, seed: int | None = None,
@@ -187,13 +217,14 @@ def run(url: str, env: Mapping[str, str], log: Path | None, args: argparse.Names
     member, admin = new_user("member"), new_user("admin")
     for user in (member, admin):
         create_user(user, env)
-    seed(url, admin)
+    seeded = seed(url, admin)
     failed = False
     # The member first: the admin's run may make the seeded model private or archive its version.
     for user in (member, admin):
         print(f"--- schemathesis as {user.role} ({user.username}) against {url}", flush=True)
         outcome = fuzz(url, user, max_examples=args.max_examples, workers=args.workers, seed=args.seed,
-                       max_time=args.max_time, phases=args.phases, report_dir=args.report_dir)
+                       max_time=args.max_time, phases=args.phases, report_dir=args.report_dir,
+                       extra_config=seeded.config())
         print(outcome.output, flush=True)
         failed |= not outcome.passed
     if log is not None:

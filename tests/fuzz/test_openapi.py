@@ -42,9 +42,10 @@ def test_schemathesis_finds_nothing_as_member_or_admin(fuzz_server: Server, make
         account = make_user(role)
         users.append(runner.User(username=account.username, password=account.password, role=role))
     member, admin = users
-    runner.seed(fuzz_server.url, admin)
+    seeded = runner.seed(fuzz_server.url, admin)
     for user in (member, admin):
-        outcome = runner.fuzz(fuzz_server.url, user, max_examples=MAX_EXAMPLES, seed=SEED, extra_config=PENDING)
+        outcome = runner.fuzz(fuzz_server.url, user, max_examples=MAX_EXAMPLES, seed=SEED,
+                              extra_config=seeded.config() + PENDING)
         assert outcome.passed, f"schemathesis as {user.role}:\n{outcome.output[-20000:]}"
     log = fuzz_server.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-20000:]
