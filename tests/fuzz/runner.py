@@ -213,6 +213,19 @@ def launched(directory: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
                 proc.wait()
 
 
+def tracebacks(log: str) -> list[str]:
+    """Each traceback of a server log with the line before it (the log record that says where it came from)."""
+    lines = log.splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = index + 1
+            while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+                end += 1
+            found.append("\n".join(lines[max(0, index - 1):end + 1]))
+    return found
+
+
 def run(url: str, env: Mapping[str, str], log: Path | None, args: argparse.Namespace) -> int:
     member, admin = new_user("member"), new_user("admin")
     for user in (member, admin):
@@ -228,9 +241,10 @@ def run(url: str, env: Mapping[str, str], log: Path | None, args: argparse.Names
         print(outcome.output, flush=True)
         failed |= not outcome.passed
     if log is not None:
-        text = log.read_text(errors="replace")
-        if "Traceback" in text:
-            print(f"--- the server logged a traceback ({log}):\n{text[text.index('Traceback') - 2000:][:8000]}")
+        found = tracebacks(log.read_text(errors="replace"))
+        if found:
+            print(f"--- the server logged {len(found)} traceback(s) ({log}); the first ones:")
+            print("\n\n".join(found[:3]), flush=True)
             failed = True
     print("--- fuzz: FAILED" if failed else "--- fuzz: passed (member and admin)", flush=True)
     return 1 if failed else 0
