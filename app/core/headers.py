@@ -23,12 +23,13 @@ PAGE_POLICY = "; ".join([
     "frame-ancestors 'none'",
     "base-uri 'none'",
 ])
-# HTML pages served under these path prefixes (the API docs' own assets are static files).
-PAGE_PREFIXES = ("/admin/", "/api/v1/docs")
+# The HTML pages: the Django admin and the API docs (whose own assets are static files).
+ADMIN_PREFIX = "/admin/"
+DOCS_PATH = "/api/v1/docs"
 
 
 def content_security_policy(path: str) -> str:
-    return PAGE_POLICY if path.startswith(PAGE_PREFIXES) else API_POLICY
+    return PAGE_POLICY if path.startswith(ADMIN_PREFIX) or path == DOCS_PATH else API_POLICY
 
 
 def security_headers(path: str) -> list[tuple[str, str]]:
