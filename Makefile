@@ -3,13 +3,18 @@
 PY ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
+# make fuzz: a running server to fuzz (default: start one on the embedded defaults), examples per operation
+# and phase, and an optional time budget in seconds per user (fuzzing repeats until it is spent).
+FUZZ_URL ?=
+FUZZ_EXAMPLES ?= 50
+FUZZ_TIME ?=
 
 PYTHON := $(VENV)/bin/python
 # Stands for "$(VENV) holds what pyproject.toml asks for"; remade only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench clean distclean
+.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench fuzz clean distclean
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
@@ -61,6 +66,10 @@ migrate: install ## Apply database migrations
 bench: install ## Run the benchmarks in bench/run.py
 	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
 	$(PYTHON) bench/run.py
+
+fuzz: install ## schemathesis over /api/v1 as a member and an admin (FUZZ_URL, FUZZ_EXAMPLES, FUZZ_TIME)
+	$(PYTHON) -m tests.fuzz.runner --max-examples $(FUZZ_EXAMPLES) $(if $(FUZZ_TIME),--max-time $(FUZZ_TIME)) \
+		$(if $(FUZZ_URL),--url $(FUZZ_URL))
 
 clean: ## Remove test databases and caches (keeps the venv and var/ data)
 	rm -rf var/test.sqlite3* var/test-* bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

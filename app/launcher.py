@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from app.core.headers import API_POLICY
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATES = BASE_DIR / "nginx"
 
@@ -416,6 +418,7 @@ class NginxSite:
             "dataset_body_bytes": self.dataset_body_bytes,
             "artifact_body_bytes": self.artifact_body_bytes,
             "hsts_seconds": self.hsts_seconds,
+            "api_csp": API_POLICY,
         }
 
     def render(self, version: tuple[int, ...]) -> Path:

@@ -93,6 +93,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # For its templates and static files: /api/v1/docs loads this site's own copy of Swagger UI, no CDN.
+    "ninja",
     "ninja_extra",
     "ninja_jwt",
     "ninja_jwt.token_blacklist",
@@ -110,6 +112,7 @@ MIDDLEWARE = [
     "app.monitoring.middleware.HttpMetricsMiddleware",
     "app.core.middleware.StreamingConnectionMiddleware",
     "app.core.middleware.RequestIdMiddleware",
+    "app.core.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "app.core.middleware.ApiErrorEnvelopeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

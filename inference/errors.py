@@ -8,14 +8,36 @@ The library itself never speaks HTTP.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What torch's C++ errors and warnings say about the machine that built or runs them: a C++ backtrace, a
+# "(Triggered internally at /pytorch/...)" note, and paths of source files or of this server's files.
+_BACKTRACE = re.compile(r"\s*Exception raised from .*", re.DOTALL)
+_TRIGGERED = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?")
+_SOURCE = re.compile(r"\"?(?:[A-Za-z]:)?(?:[/\\][^\s\"'(),:;]+)+\.(?:cpp|cc|cxx|cu|cuh|c|h|hpp|py|pyx)\"?(?::\d+)?")
+_PATH = re.compile(r"(?<![\w.])/(?:__w|pytorch|home|root|tmp|var|opt|usr|srv|work|build|builds|private|Users)"
+                   r"(?:/[^\s\"'(),:;]+)+")
+
+
+def public_message(text: str) -> str:
+    """``text`` without torch's C++ backtraces, source locations and filesystem paths, which tell a caller
+    how the server was built and where it keeps its files. The exception itself, kept as the cause of the
+    error this message goes into, still says everything in the server's log."""
+    text = _BACKTRACE.sub("", text)
+    text = _TRIGGERED.sub("", text)
+    text = _SOURCE.sub("<source>", text)
+    return _PATH.sub("<path>", text)
 
 
 class InferenceError(Exception):
+    """``message`` goes to the caller as it is given, less what `public_message` removes."""
+
     http_status: int = 500
     code: str = "inference_error"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        message = public_message(message)
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details or {}

@@ -3,6 +3,7 @@ from django.conf import settings
 from ninja_extra import api_controller, route, status
 
 from app.api.auth import Controller, bearer_auth, principal_of
+from app.api.openapi import errors
 
 from . import selectors, services
 from .models import User
@@ -27,7 +28,8 @@ def _client_ip(request: object) -> str:
 
 @api_controller("/auth", tags=["auth"], auth=None)
 class AuthController(Controller):
-    @route.post("/token", response=TokenPairOut, summary="Obtain an access/refresh token pair")
+    @route.post("/token", response={200: TokenPairOut, **errors(401, 429)},
+                summary="Obtain an access/refresh token pair")
     async def token_obtain(self, payload: TokenObtainIn) -> services.TokenPair:
         attempt = await login_attempt_reserve(client_ip=_client_ip(self.http_request), username=payload.username)
         # A wrong password (Unauthorized) keeps the reservation: it is the failure the limit counts.
@@ -35,11 +37,12 @@ class AuthController(Controller):
         await login_attempt_release(attempt=attempt)
         return pair
 
-    @route.post("/token/refresh", response=TokenPairOut, summary="Rotate a refresh token for a new pair")
+    @route.post("/token/refresh", response={200: TokenPairOut, **errors(401, 429)},
+                summary="Rotate a refresh token for a new pair")
     async def token_refresh(self, payload: TokenRefreshIn) -> services.TokenPair:
         return await sync_to_async(services.token_refresh)(refresh=payload.refresh)
 
-    @route.post("/token/revoke", response={204: None}, summary="Blacklist a refresh token")
+    @route.post("/token/revoke", response={204: None, **errors(401, 429)}, summary="Blacklist a refresh token")
     async def token_revoke(self, payload: TokenRefreshIn) -> tuple[int, None]:
         await sync_to_async(services.token_revoke)(refresh=payload.refresh)
         return 204, None
@@ -47,7 +50,7 @@ class AuthController(Controller):
 
 @api_controller("/auth/api-keys", tags=["auth"], auth=bearer_auth)
 class ApiKeyController(Controller):
-    @route.post("", response={201: ApiKeyCreatedOut}, summary="Create an API key (shown once)")
+    @route.post("", response={201: ApiKeyCreatedOut, **errors(429)}, summary="Create an API key (shown once)")
     async def create(self, payload: ApiKeyCreateIn) -> tuple[int, dict[str, object]]:
         user = self.caller
         key, raw = await sync_to_async(services.api_key_create)(user=user, name=payload.name)
@@ -59,12 +62,12 @@ class ApiKeyController(Controller):
             "key": raw,
         }
 
-    @route.get("", response=list[ApiKeyOut], summary="The caller's active API keys")
+    @route.get("", response={200: list[ApiKeyOut], **errors(429)}, summary="The caller's active API keys")
     async def list(self) -> list[object]:
         user = self.caller
         return [key async for key in selectors.api_key_list(user=user)]
 
-    @route.delete("/{prefix}", response={204: None}, summary="Revoke an API key")
+    @route.delete("/{prefix}", response={204: None, **errors(429)}, summary="Revoke an API key")
     async def revoke(self, prefix: str) -> tuple[int, None]:
         user = self.caller
         await sync_to_async(services.api_key_revoke)(user=user, prefix=prefix)

@@ -3,13 +3,15 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import Field
 
+from app.api.schemas import Input
 
-class TokenObtainIn(Schema):
+
+class TokenObtainIn(Input):
     username: str = Field(min_length=1, max_length=150)
     password: str = Field(min_length=1, max_length=4096)
 
 
-class TokenRefreshIn(Schema):
+class TokenRefreshIn(Input):
     refresh: str = Field(min_length=1, max_length=4096)
 
 
@@ -18,7 +20,7 @@ class TokenPairOut(Schema):
     refresh: str
 
 
-class ApiKeyCreateIn(Schema):
+class ApiKeyCreateIn(Input):
     name: str = Field(default="", max_length=100)
 
 

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
-from app.core.errors import Invalid, PayloadTooLarge
+from app.core.errors import BodyNotObject, Invalid, PayloadTooLarge
 from inference import jsonio
 
 TOO_LARGE = "request body is larger than the limit for this endpoint"
@@ -39,9 +39,18 @@ def read_json(body: bytes | str, *, max_bytes: int | None) -> Any:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
 
 
+def read_json_object(body: bytes | str, *, max_bytes: int | None) -> dict[str, Any]:
+    """`read_json`, and `BodyNotObject` (422) for anything but an object: django-ninja reads the fields
+    of a list, a string or ``null`` as all missing, so a body of ``[1]`` would pass as an empty patch."""
+    data = read_json(body, max_bytes=max_bytes)
+    if not isinstance(data, dict):
+        raise BodyNotObject()
+    return data
+
+
 class JsonParser(Parser):
     """django-ninja calls this for every JSON body; it wraps what this raises in ``HttpError(400)``
     with the error as the cause, which the API's handler for HttpError answers as the cause says."""
 
     def parse_body(self, request: HttpRequest) -> DictStrAny:
-        return cast(DictStrAny, read_json(request.body, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+        return cast(DictStrAny, read_json_object(request.body, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE))

@@ -15,12 +15,13 @@ from django.core.exceptions import (
 )
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
+from ninja import Swagger
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
-from ninja_extra import NinjaExtraAPI
 from ninja_extra.exceptions import APIException
 
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
+from app.api.openapi import TorchwireAPI
 from app.api.parsing import JsonParser
 from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, error_response
@@ -34,13 +35,16 @@ from inference.errors import InferenceError, QueueFull
 
 logger = logging.getLogger("app.api")
 
-api = NinjaExtraAPI(
+api = TorchwireAPI(
     title="Torchwire API",
     version="1",
     description="Train, serve and stream PyTorch models. Authenticate with `Authorization: Bearer <JWT or API key>`.",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
+    # Swagger UI from this site's static files (ninja's own copy, see INSTALLED_APPS), and no request to the
+    # public validator, which the Content-Security-Policy of the page would refuse anyway.
+    docs=Swagger(settings={"validatorUrl": None}),
     parser=JsonParser(),
 )
 api.register_controllers(
@@ -154,7 +158,7 @@ def _bad_request(request: HttpRequest, exc: BadRequest) -> HttpResponse:
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         cause = exc.__cause__
-        if isinstance(cause, ApiError):  # raised by app.api.parsing.JsonParser
+        if isinstance(cause, ApiError):  # the parser refused the body for a reason of its own
             return _api_error(request, cause)
         detail = f": {cause}" if isinstance(cause, ValueError) else ""
         return error_response(422, f"request body is not valid JSON{detail}", code="invalid_json")

@@ -72,6 +72,14 @@ class Invalid(ApiError):
     status = 422
 
 
+class BodyNotObject(Invalid):
+    """A JSON request body that is not an object (every body of the API is one)."""
+
+    def __init__(self) -> None:
+        super().__init__("request body must be a JSON object", details=[
+            {"loc": ["body"], "field": "", "msg": "must be a JSON object", "type": "model_type"}])
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

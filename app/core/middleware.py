@@ -1,4 +1,4 @@
-"""Request id propagation and the JSON error envelope for everything under /api/."""
+"""Request id propagation, the security headers, and the JSON error envelope for everything under /api/."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.http.response import HttpResponseBase
 
 from app.core.db import quiet, unavailable_error
 from app.core.errors import error_response
+from app.core.headers import security_headers
 from app.core.logging import clean_request_id, request_id_var
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]] | Callable[[HttpRequest], HttpResponse]
@@ -73,9 +74,11 @@ def _envelope(response: HttpResponse) -> HttpResponse:
     except ValueError:
         phrase = "Error"
     wrapped = error_response(status, phrase)
-    for header in ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID"):
-        if header in response:
-            wrapped[header] = response[header]
+    # Everything but the body's own headers carries over: Allow, Retry-After, WWW-Authenticate, the request
+    # id, and the security headers the inner middlewares added.
+    for header, value in response.items():
+        if header.lower() not in ("content-type", "content-length"):
+            wrapped[header] = value
     return wrapped
 
 
@@ -166,3 +169,36 @@ class StreamingConnectionMiddleware:
             if executor is not None:
                 executor.shutdown(wait=False)
         return response
+
+
+class SecurityHeadersMiddleware:
+    """Puts `app.core.headers.security_headers` on every answer that lacks one of them, also on those rebuilt
+    or made by the middlewares inside it (a view's own value wins; ``xframe_options_exempt`` is honoured)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)  # streaming answers (SSE, CSV) are not HttpResponse
+        return _secured(request, response)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        response = await self.get_response(request)  # type: ignore[misc]
+        return _secured(request, response)
+
+
+def _secured(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    for header, value in security_headers(request.path):
+        if header == "X-Frame-Options" and getattr(response, "xframe_options_exempt", False):
+            continue
+        response.headers.setdefault(header, value)
+    return response

@@ -7,13 +7,14 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from ninja import File, Schema
+from ninja import File, Query, Schema
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
 from app.accounts.models import Role
 from app.api.auth import Controller, bearer_auth, role_before_body
-from app.core.errors import Invalid, PayloadTooLarge
+from app.api.openapi import errors
+from app.core.errors import PayloadTooLarge
 from app.core.storage import get_storage
 from inference.tabular import preview
 
@@ -57,7 +58,7 @@ def _upload_path(upload: UploadedFile) -> tuple[Path, bool]:
 
 @api_controller("/datasets", tags=["datasets"], auth=bearer_auth)
 class DatasetController(Controller):
-    @route.post("", response={201: DatasetOut}, summary="Upload a CSV (multipart field `file`)",
+    @route.post("", response={201: DatasetOut, **errors(403)}, summary="Upload a CSV (multipart field `file`)",
                 permissions=[role_before_body(Role.MEMBER)])
     async def upload(self, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
         if file.size is not None and file.size > settings.MAX_DATASET_BYTES:
@@ -83,9 +84,7 @@ class DatasetController(Controller):
         return await sync_to_async(dataset_out)(dataset)
 
     @route.get("/{dataset_id}/preview", summary="The first rows")
-    async def preview(self, dataset_id: int, rows: int = 20) -> dict[str, Any]:
-        if not 1 <= rows <= 1000:
-            raise Invalid("rows must be between 1 and 1000", details=[{"loc": ["query", "rows"], "field": "rows"}])
+    async def preview(self, dataset_id: int, rows: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
         dataset = await sync_to_async(selectors.dataset_get)(user=self.caller, dataset_id=dataset_id)
         fd, name = tempfile.mkstemp(prefix="tw-preview-", suffix=".csv")
         os.close(fd)

@@ -2,11 +2,12 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
-from ninja import Schema
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
 from app.api.auth import Controller, bearer_auth
+from app.api.openapi import errors
+from app.api.schemas import Input
 from app.core.db import db_async
 from app.core.errors import NotFound
 from app.core.storage import get_storage
@@ -15,7 +16,7 @@ from . import selectors, services
 from .models import Job, JobKind, JobState
 
 
-class Hyperparameters(Schema):
+class Hyperparameters(Input):
     model_config = ConfigDict(extra="forbid")
 
     hidden: list[int] | None = Field(default=None, max_length=16)
@@ -29,7 +30,7 @@ class Hyperparameters(Schema):
     dropout: float | None = Field(default=None, ge=0, lt=1)
 
 
-class TrainIn(Schema):
+class TrainIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: int
@@ -41,12 +42,30 @@ class TrainIn(Schema):
     promote: bool = False
 
 
-class BatchPredictIn(Schema):
+class BatchPredictIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)
     dataset_id: int
+
+
+# One Server-Sent Event as a client's parser sees it (realtime/sse.py writes them).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "The event's type: subscribed, reset, queued, epoch, ..."},
+        "data": {"type": "string", "description": "The event as JSON"},
+        "id": {"type": "string", "description": "<seq>:<epoch>, to send back as Last-Event-ID"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
+
+
+def _content(status: int, media_type: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for an answer that is not JSON (ninja documents only JSON bodies)."""
+    return {"responses": {status: {"description": description, "content": {media_type: {"schema": schema}}}}}
 
 
 def _out(job: Job) -> dict[str, Any]:
@@ -59,7 +78,7 @@ def _reload(job: Job) -> dict[str, Any]:
 
 @api_controller("/jobs", tags=["jobs"], auth=bearer_auth)
 class JobController(Controller):
-    @route.post("/train", response={201: dict}, summary="Train a tabular model on a dataset")
+    @route.post("/train", response={201: dict, **errors(403, 404, 409)}, summary="Train a tabular model on a dataset")
     async def train(self, payload: TrainIn) -> tuple[int, dict[str, Any]]:
         hyper = payload.hyperparameters.model_dump(exclude_none=True) if payload.hyperparameters else {}
 
@@ -73,7 +92,8 @@ class JobController(Controller):
 
         return 201, await sync_to_async(run)()
 
-    @route.post("/batch-predict", response={201: dict}, summary="Predict every row of a dataset into a CSV")
+    @route.post("/batch-predict", response={201: dict, **errors(403, 404)},
+                summary="Predict every row of a dataset into a CSV")
     async def batch_predict(self, payload: BatchPredictIn) -> tuple[int, dict[str, Any]]:
         def run() -> dict[str, Any]:
             job = services.job_batch_predict_create(owner=self.caller, model_name=payload.model,
@@ -97,7 +117,7 @@ class JobController(Controller):
 
         return await sync_to_async(run)()
 
-    @route.post("/{job_id}/cancel", summary="Cancel a queued or running job")
+    @route.post("/{job_id}/cancel", response={200: dict, **errors(403, 409)}, summary="Cancel a queued or running job")
     async def cancel(self, job_id: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             job = selectors.job_get(user=self.caller, job_id=job_id)
@@ -105,7 +125,9 @@ class JobController(Controller):
 
         return await sync_to_async(run)()
 
-    @route.get("/{job_id}/output", summary="Download a batch prediction's CSV")
+    @route.get("/{job_id}/output", summary="Download a batch prediction's CSV",
+               openapi_extra=_content(200, "text/csv", "The predictions, one row per dataset row",
+                                      {"type": "string"}))
     async def output(self, job_id: int):  # no return annotation: ninja-extra would make it the schema
         job = await sync_to_async(selectors.job_get)(user=self.caller, job_id=job_id)
         if job.kind != JobKind.BATCH_PREDICT or job.state != JobState.SUCCEEDED or not job.output_key:
@@ -114,7 +136,9 @@ class JobController(Controller):
         response["Content-Disposition"] = f'attachment; filename="job-{job_id}-predictions.csv"'
         return response
 
-    @route.get("/{job_id}/events", summary="The job's events as Server-Sent Events (Last-Event-ID honoured)")
+    @route.get("/{job_id}/events", summary="The job's events as Server-Sent Events (Last-Event-ID honoured)",
+               openapi_extra=_content(200, "text/event-stream", "The job's events, then live ones as they happen",
+                                      SSE_EVENT))
     async def events(self, job_id: int):  # no return annotation: ninja-extra would make it the schema
         # db_async, not sync_to_async: the stream must not keep this request's pooled connection.
         await db_async(selectors.job_get)(user=self.caller, job_id=job_id)

@@ -10,12 +10,13 @@ import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from ninja import Schema
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
 from app.accounts.models import User
 from app.api.auth import Controller, bearer_auth
+from app.api.openapi import errors
+from app.api.schemas import Input
 from app.core.errors import Invalid
 from app.registry.selectors import model_get
 
@@ -25,30 +26,32 @@ from .recording import recorder
 MAX_FEEDBACK_ITEMS = 10_000
 
 
-class FeedbackItemIn(Schema):
+class FeedbackItemIn(Input):
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: uuid.UUID
+    prediction_id: uuid.UUID = Field(strict=False)
     row: int | None = Field(default=None, ge=0, description="Which row of a multi-row prediction (0-based)")
     label: Any = Field(description="The true class label (classification) or value (regression)")
 
 
-class FeedbackIn(Schema):
+class FeedbackIn(Input):
     """One item (``prediction_id``, ``label``, optional ``row``) or several under ``items``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: uuid.UUID | None = None
+    prediction_id: uuid.UUID | None = Field(default=None, strict=False)
     row: int | None = Field(default=None, ge=0)
     label: Any = None
     items: list[FeedbackItemIn] | None = Field(default=None, min_length=1, max_length=MAX_FEEDBACK_ITEMS)
 
 
-class MonitoringConfigIn(Schema):
+class MonitoringConfigIn(Input):
     model_config = ConfigDict(extra="forbid")
 
-    sample_rate: float | None = Field(default=None, description="Fraction of predictions recorded; null: default")
-    drift_threshold: float | None = Field(default=None, description="PSI past which a feature drifts; null: default")
+    sample_rate: float | None = Field(default=None, ge=0, le=1,
+                                      description="Fraction of predictions recorded; null: default")
+    drift_threshold: float | None = Field(default=None, gt=0, le=services.MAX_THRESHOLD,
+                                          description="PSI past which a feature drifts; null: default")
 
 
 def _feedback_items(payload: FeedbackIn) -> list[services.Feedback]:
@@ -97,7 +100,7 @@ class MonitoringController(Controller):
         await recorder.flush()
         return await sync_to_async(_summary)(self.caller, name, window, version)
 
-    @route.post("/{name}/monitoring/check", response=dict,
+    @route.post("/{name}/monitoring/check", response={200: dict, **errors(403)},
                 summary="Check drift now (owner or admin); stores a report per version, publishes drift events")
     async def check(self, name: str, window: str | None = None, version: int | None = None) -> dict[str, Any]:
         await recorder.flush()
@@ -107,13 +110,14 @@ class MonitoringController(Controller):
     async def get_config(self, name: str) -> dict[str, Any]:
         return await sync_to_async(_config)(self.caller, name)
 
-    @route.patch("/{name}/monitoring/config", response=dict,
+    @route.patch("/{name}/monitoring/config", response={200: dict, **errors(403)},
                  summary="Set (or with null reset to the default) the sample rate and drift threshold")
     async def patch_config(self, name: str, payload: MonitoringConfigIn) -> dict[str, Any]:
         changes = payload.model_dump(exclude_unset=True)
         return await sync_to_async(_config_update)(self.caller, name, changes)
 
-    @route.post("/{name}/feedback", response=dict, summary="Ground truth for recorded predictions (all or nothing)")
+    @route.post("/{name}/feedback", response={200: dict, **errors(403)},
+                summary="Ground truth for recorded predictions (all or nothing)")
     async def feedback(self, name: str, payload: FeedbackIn) -> dict[str, Any]:
         items = _feedback_items(payload)
         await recorder.flush()

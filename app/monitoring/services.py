@@ -94,6 +94,10 @@ def monitoring_config_update(*, model: MlModel, actor: User, changes: dict[str, 
 # --- feedback --------------------------------------------------------------------------------------
 
 
+class UnknownPrediction(Invalid):
+    code = "unknown_prediction"
+
+
 @dataclass(frozen=True)
 class Feedback:
     prediction_id: uuid.UUID
@@ -127,8 +131,9 @@ def feedback_record(*, model: MlModel, actor: User, items: Sequence[Feedback]) -
     """Records ground truth for recorded predictions of ``model``; all items or none. A later label for
     the same row replaces the earlier one. Returns how many rows were labelled.
 
-    404 when an id is unknown here (never recorded: not sampled, another model's, past retention, or
-    still in a serving process's buffer), 422 when an item cannot be applied; ``details`` lists each.
+    422 ``unknown_prediction`` when an id is unknown here (never recorded: not sampled, another model's,
+    past retention, or still in a serving process's buffer), 422 ``validation_error`` when an item cannot
+    be applied; ``details`` lists each. (404 stays for the model in the URL.)
     """
     if not actor.has_role(Role.MEMBER):
         raise Forbidden("sending feedback needs the member role or higher")
@@ -166,7 +171,8 @@ def feedback_record(*, model: MlModel, actor: User, items: Sequence[Feedback]) -
             raise Invalid(f"feedback not recorded: {invalid[0]['field']}: {invalid[0]['msg']}",
                           details=invalid + unknown)
         if unknown:
-            raise NotFound(f"feedback not recorded: {unknown[0]['field']}: {unknown[0]['msg']}", details=unknown)
+            raise UnknownPrediction(f"feedback not recorded: {unknown[0]['field']}: {unknown[0]['msg']}",
+                                    details=unknown)
         PredictionRecord.objects.bulk_update(list(changed.values()), ["feedback", "feedback_at", "correct", "error"],
                                              batch_size=500)
     return len(changed)

@@ -10,6 +10,7 @@ from ninja_extra import api_controller, route
 
 from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
+from app.api.openapi import errors
 from app.core.errors import PayloadTooLarge
 
 from . import selectors, services
@@ -109,7 +110,7 @@ class ModelController(Controller):
     async def list_models(self) -> list[dict[str, Any]]:
         return await sync_to_async(_model_list_out)(self.caller)
 
-    @route.post("", response={201: ModelOut}, summary="Create a model (maintainer+)")
+    @route.post("", response={201: ModelOut, **errors(403, 409)}, summary="Create a model (maintainer+)")
     async def create_model(self, payload: ModelCreateIn) -> tuple[int, dict[str, Any]]:
         return 201, await sync_to_async(_model_create_out)(self.caller, payload)
 
@@ -117,7 +118,8 @@ class ModelController(Controller):
     async def get_model(self, name: str) -> dict[str, Any]:
         return await sync_to_async(_model_get_out)(self.caller, name)
 
-    @route.patch("/{name}", response=ModelOut, summary="Serving config, description, visibility, sharing")
+    @route.patch("/{name}", response={200: ModelOut, **errors(403)},
+                 summary="Serving config, description, visibility, sharing")
     async def patch_model(self, name: str, payload: ModelPatchIn) -> dict[str, Any]:
         changes = payload.model_dump(exclude_unset=True)
         return await sync_to_async(_model_patch_out)(self.caller, name, changes)
@@ -130,13 +132,14 @@ class ModelController(Controller):
     async def get_version(self, name: str, version: int) -> dict[str, Any]:
         return await sync_to_async(_version_out)(self.caller, name, version)
 
-    @route.post("/{name}/versions/{version}/promote", response=VersionOut, summary="Move a version to a stage")
+    @route.post("/{name}/versions/{version}/promote", response={200: VersionOut, **errors(403)},
+                summary="Move a version to a stage")
     async def promote(self, name: str, version: int, payload: PromoteIn) -> dict[str, Any]:
         user = self.caller
         return await sync_to_async(_promote_out)(user, name, version, payload.stage)
 
-    @route.post("/{name}/versions", response={201: VersionOut}, summary="Publish version N+1 (multipart)",
-                permissions=[BeforeBody(_may_publish)])
+    @route.post("/{name}/versions", response={201: VersionOut, **errors(403)},
+                summary="Publish version N+1 (multipart)", permissions=[BeforeBody(_may_publish)])
     async def publish(
         self, name: str, artifact: File[UploadedFile], manifest: Form[str]
     ) -> tuple[int, dict[str, Any]]:

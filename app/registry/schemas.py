@@ -4,14 +4,18 @@ from typing import Any, Literal
 from ninja import Schema
 from pydantic import Field
 
+from app.api.schemas import Input
 
-class ModelCreateIn(Schema):
-    name: str = Field(min_length=1, max_length=64)
+from .services import NAME_RE
+
+
+class ModelCreateIn(Input):
+    name: str = Field(min_length=1, max_length=64, pattern=NAME_RE.pattern)
     description: str = Field(default="", max_length=10_000)
     visibility: Literal["private", "shared", "public"] = "private"
 
 
-class ModelPatchIn(Schema):
+class ModelPatchIn(Input):
     description: str | None = Field(default=None, max_length=10_000)
     visibility: Literal["private", "shared", "public"] | None = None
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
@@ -60,5 +64,5 @@ class VersionOut(Schema):
     promoted_at: datetime | None
 
 
-class PromoteIn(Schema):
+class PromoteIn(Input):
     stage: Literal["staging", "production", "archived"]

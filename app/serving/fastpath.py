@@ -9,11 +9,11 @@ concurrency 64 on one core that overhead, not the model, set the throughput.
 What a request gets here is what the Django views give it (tests/serving/test_fastpath.py compares
 the two on the same requests): the same `calls` functions, bearer authentication, error bodies
 (the /api envelope, or V2's ``{"error"}``), status codes and ``Retry-After``, the
-``X-Request-ID`` header and log context, the security headers SecurityMiddleware and
-XFrameOptionsMiddleware add, HTTP metrics under the Django route names, the body size limit
-(``TORCHWIRE_MAX_JSON_BYTES``, 413), and cancellation when the client disconnects (its queued rows
-leave the batcher). Requests Django would refuse or redirect before any view runs (a Host outside
-ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) are passed to Django to do so.
+``X-Request-ID`` header and log context, the security headers (`app.core.headers`), HTTP metrics
+under the Django route names, the body size limit (``TORCHWIRE_MAX_JSON_BYTES``, 413), and cancellation
+when the client disconnects (its queued rows leave the batcher). Requests Django would refuse or
+redirect before any view runs (a Host outside ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT)
+are passed to Django to do so.
 
 ``TORCHWIRE_FAST_PATH=false`` sends these routes through Django too.
 """
@@ -37,9 +37,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.accounts import auth_cache
 from app.accounts.models import User
-from app.api.parsing import TOO_LARGE, read_json
+from app.api.parsing import TOO_LARGE, read_json_object
 from app.core.db import unavailable_error
 from app.core.errors import ApiError, Invalid, error_response
+from app.core.headers import security_headers
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
@@ -90,18 +91,9 @@ def _route_of(path: str) -> str:
     return "/" + str(resolve(path).route)
 
 
-def _security_headers() -> list[tuple[bytes, bytes]]:
-    """What SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer (HSTS separately)."""
-    headers = [(b"x-frame-options", settings.X_FRAME_OPTIONS.encode())]
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append((b"x-content-type-options", b"nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        policy = settings.SECURE_REFERRER_POLICY
-        value = policy if isinstance(policy, str) else ",".join(policy)
-        headers.append((b"referrer-policy", value.encode()))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        headers.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
-    return headers
+def _security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """The headers Django's middlewares would add to an answer for ``path`` (HSTS separately)."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in security_headers(path)]
 
 
 def _hsts_header() -> tuple[bytes, bytes] | None:
@@ -122,7 +114,7 @@ class InferenceFastPath:
         # The route names Django's resolver gives these paths, so /metrics keeps one series per route.
         self.predict_route = _route_of("/api/v1/models/m/predict")
         self.v2_routes = (_route_of("/v2/models/m/infer"), _route_of("/v2/models/m/versions/1/infer"))
-        self.security_headers = _security_headers()
+        self.security_headers = {route: _security_headers(route) for route in (self.predict_route, *self.v2_routes)}
         self.hsts = _hsts_header()
         allowed = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not allowed:
@@ -196,7 +188,7 @@ class InferenceFastPath:
             response = await handler(match, scope, headers, cycle)
             cycle.close()
             status = response.status
-            out = response.headers + self.security_headers
+            out = response.headers + self.security_headers[route]
             if self.hsts is not None and self._secure(scope, headers):
                 out.append(self.hsts)
             out.append((b"x-request-id", request_id.encode()))
@@ -355,8 +347,8 @@ def _query_version(scope: Scope) -> int | None:
 
 def _predict_inputs(body: bytes) -> Any:
     """``inputs`` of a predict body, with the errors django-ninja gives for the same body."""
-    payload = read_json(body, max_bytes=None)  # the body was read within the limit
-    if not isinstance(payload, dict) or "inputs" not in payload:  # django-ninja says the same of a non-object
+    payload = read_json_object(body, max_bytes=None)  # the body was read within the limit
+    if "inputs" not in payload:
         raise Invalid("invalid request: inputs: Field required", details=[
             {"loc": ["body", "payload", "inputs"], "field": "inputs", "msg": "Field required", "type": "missing"}])
     return payload["inputs"]

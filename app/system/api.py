@@ -3,13 +3,14 @@ from ninja_extra import api_controller, route
 
 from app.accounts.models import Role
 from app.api.auth import Controller, bearer_auth, require_role
+from app.api.openapi import errors
 
 from .selectors import worker_list
 
 
 @api_controller("/system", tags=["system"], auth=bearer_auth)
 class SystemController(Controller):
-    @route.get("/workers", summary="Live Celery workers (admin)")
+    @route.get("/workers", response={200: dict[str, object], **errors(403)}, summary="Live Celery workers (admin)")
     async def workers(self) -> dict[str, object]:
         require_role(self.caller, Role.ADMIN)
         workers = await sync_to_async(worker_list, thread_sensitive=False)(timeout=1.5)

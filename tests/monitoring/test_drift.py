@@ -148,7 +148,7 @@ def test_drift_of_one_feature_and_falling_accuracy(client, make_user, upload_csv
     unknown = {"prediction_id": str(uuid.uuid4()), "row": 0, "label": "high"}
     response = client.post(f"/api/v1/models/{name}/feedback", json={"items": [*items[:5], unknown]},
                            headers=bearer(token))
-    assert response.status_code == 404, response.text
+    assert response.status_code == 422 and response.json()["error"]["code"] == "unknown_prediction", response.text
     assert [d["field"] for d in response.json()["error"]["details"]] == ["items.5"]
     assert monitoring(client, token, name)["versions"][0]["accuracy"]["labeled"] == 0
 

@@ -87,7 +87,7 @@ def test_sample_rate_zero_records_nothing_but_counts_requests(client, publish_mo
     prediction_id = predicted.json()["prediction_id"]
     feedback = client.post("/api/v1/models/rec-unsampled/feedback",
                            json={"prediction_id": prediction_id, "label": "0"}, headers=headers)
-    assert feedback.status_code == 404, feedback.text
+    assert feedback.status_code == 422 and feedback.json()["error"]["code"] == "unknown_prediction", feedback.text
     summary = _monitoring(client, model.token, "rec-unsampled")
     assert summary["requests"]["count"] == 1
     assert [v["recorded"] for v in summary["versions"]] == [0]

@@ -15,6 +15,7 @@ import pytest
 import tritonclient.http as triton
 import websockets
 
+from app.core.headers import API_POLICY, PAGE_POLICY
 from tests.jobs.conftest import classification_csv
 from tests.nginx.conftest import (
     AUTH_BURST,
@@ -33,6 +34,8 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
+    # The app's on what it answers, nginx's (the same) on its own errors and static files.
+    "content-security-policy": API_POLICY,
 }
 
 
@@ -59,6 +62,13 @@ def test_rest_over_tls(client, make_user):
     _assert_security_headers(me)
     # Django saw X-Forwarded-Proto https: with production settings it would otherwise redirect to https.
     assert not me.history
+
+
+def test_a_pages_policy_passes_through_alone(client):
+    docs = client.get("/api/v1/docs")
+    assert docs.status_code == 200
+    assert docs.headers.get_list("content-security-policy") == [PAGE_POLICY]
+    assert docs.headers.get_list("x-frame-options") == ["DENY"]
 
 
 def test_request_id_passes_through_both_ways(proxy: Proxy, client):
