@@ -11,6 +11,7 @@ from app.api.schemas import Input
 from app.core.db import db_async
 from app.core.errors import NotFound
 from app.core.storage import get_storage
+from app.registry.services import NAME_RE
 
 from . import selectors, services
 from .models import Job, JobKind, JobState
@@ -36,7 +37,7 @@ class TrainIn(Input):
     dataset_id: int
     target: str = Field(min_length=1, max_length=255)
     task: Literal["classification", "regression"]
-    model_name: str = Field(min_length=1, max_length=64)
+    model_name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_RE.pattern}$")
     features: list[str] | None = Field(default=None, max_length=10_000)
     hyperparameters: Hyperparameters | None = None
     promote: bool = False

@@ -10,7 +10,8 @@ from .services import NAME_RE
 
 
 class ModelCreateIn(Input):
-    name: str = Field(min_length=1, max_length=64, pattern=NAME_RE.pattern)
+    # Anchored here: a JSON Schema (and pydantic) pattern is a search; ``$`` is the end of the text in both.
+    name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_RE.pattern}$")
     description: str = Field(default="", max_length=10_000)
     visibility: Literal["private", "shared", "public"] = "private"
 
