@@ -117,7 +117,7 @@ class Lease:
                     self.lost.set()
                     return
                 logger.warning("job %s: renewing the lease failed (%s); retrying", self.job.pk, exc)
-                wait, delay = min(delay, remaining), min(delay * 2, interval)
+                wait, delay = min(delay, remaining), min(delay * 2, interval, _MAX_BACKOFF)
                 continue
             finally:
                 close_old_connections()
