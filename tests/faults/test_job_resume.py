@@ -38,17 +38,22 @@ class Stack:
     server: Server
     worker: subprocess.Popen[bytes]
     worker_log: Path
+    storage: Path
     token: str
+
+    def checkpoint(self, job_id: int) -> Path:
+        return self.storage / "jobs" / str(job_id) / "checkpoint.pt"
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     with private_postgres("jobs-pg") as pg, private_redis("jobs-redis") as redis_server:
         database_url = pg.create_database("torchwire")
+        storage = RUN_DIR / f"storage-{pg.port}"
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_server.url,
-            "STORAGE_URL": f"file://{RUN_DIR / f'storage-{pg.port}'}",
+            "STORAGE_URL": f"file://{storage}",
             "TORCHWIRE_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
             "TORCHWIRE_JOB_REAP_SECONDS": "2",
             "LOG_LEVEL": "INFO",
@@ -69,7 +74,7 @@ def stack() -> Iterator[Stack]:
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 response = client.post("/api/v1/auth/token", json={"username": "trainer", "password": password})
                 assert response.status_code == 200, response.text
-            yield Stack(pg, server, worker, worker_log, response.json()["access"])
+            yield Stack(pg, server, worker, worker_log, storage, response.json()["access"])
         finally:
             worker.terminate()
             try:
@@ -154,6 +159,7 @@ def _versions(client: httpx.Client, token: str, name: str) -> list[dict[str, Any
 
 
 def test_three_database_blips_during_training_cost_no_attempt(stack: Stack) -> None:
+    log_start = stack.worker_log.stat().st_size
     with httpx.Client(base_url=stack.server.url, timeout=30) as client:
         job_id = _train(client, stack.token, "blips", epochs=40)
         blipped_at: list[int] = []
@@ -175,7 +181,11 @@ def test_three_database_blips_during_training_cost_no_attempt(stack: Stack) -> N
     events = _events(stack, job_id)
     assert [e["type"] for e in events].count("started") == 1
     assert _epochs(events) == list(range(1, 41))  # every epoch once, through all three outages
-    log = stack.worker_log.read_text(errors="replace")
+    assert not stack.checkpoint(job_id).exists(), "the checkpoint outlived the job"
+    with stack.worker_log.open("rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode(errors="replace")
+    assert "Traceback" not in log, log  # retried, not failed
     print(f"blips after epochs {blipped_at}; the worker retried {log.count('retrying')} writes")
 
 
@@ -188,6 +198,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(stack: Stack) 
             assert time.monotonic() < deadline, "training never reached epoch 4"
             time.sleep(0.1)
         assert epoch is not None, "the job ended before the kill"
+        assert stack.checkpoint(job_id).exists()
         pool = child_pids(stack.worker.pid)
         assert pool, "the prefork worker has no pool process"
         for pid in pool:
@@ -220,3 +231,4 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(stack: Stack) 
     metrics = {k: v for k, v in done["result"]["metrics"].items() if k != "train_seconds"}
     assert metrics == {k: v for k, v in twin["result"]["metrics"].items() if k != "train_seconds"}
     assert f"job {job_id}: attempt 2 resumes after epoch {checkpoint}" in stack.worker_log.read_text()
+    assert not stack.checkpoint(job_id).exists(), "the checkpoint outlived the job"
