@@ -254,21 +254,36 @@ WORKER, REDIS, UVICORN = "celery -A workers.celery worker", "redis-server", "-m 
 
 
 def test_a_killed_worker_and_redis_are_restarted_while_web_keeps_serving(tmp_path: Path) -> None:
-    # One torch thread, so the small training job below is quick on a loaded host.
-    launched = Launched(tmp_path, {"OMP_NUM_THREADS": "1"})
+    # One torch thread, so the training job is quick on a loaded host; a short lease, so the job the
+    # killed worker was running is taken up again within seconds rather than a minute.
+    launched = Launched(tmp_path, {"OMP_NUM_THREADS": "1", "TORCHWIRE_JOB_LEASE_SECONDS": "5",
+                                   "TORCHWIRE_JOB_REAP_SECONDS": "2"})
     try:
         launched.wait_ready()
         password = (launched.var_dir / "admin-password.txt").read_text().strip()
         client = httpx.Client(base_url=launched.base_url, timeout=30)
         token = client.post("/api/v1/auth/token", json={"username": "admin", "password": password}).json()["access"]
         headers = {"Authorization": f"Bearer {token}"}
+        rows = "\n".join(f"{i % 7},{(i * 3) % 5},{'a' if (i * 5) % 7 > 2 else 'b'}" for i in range(600))
+        dataset = client.post("/api/v1/datasets", headers=headers,
+                              files={"file": ("d.csv", f"x,y,label\n{rows}\n".encode(), "text/csv")})
+        assert dataset.status_code == 201, dataset.text
+        response = client.post("/api/v1/jobs/train", headers=headers, json={
+            "dataset_id": dataset.json()["id"], "target": "label", "task": "classification", "model_name": "kept",
+            "hyperparameters": {"epochs": 40, "patience": 40, "hidden": [16], "batch_size": 8}})
+        assert response.status_code == 201, response.text
+        job_url = f"/api/v1/jobs/{response.json()['id']}"
+        deadline = time.monotonic() + 120
+        while (job := client.get(job_url, headers=headers).json())["progress"].get("epoch", 0) < 2:
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.1)
+
         seen = launched.descendants_when_settled()
         worker, redis = launched.child(WORKER), launched.child(REDIS)
         pool = _descendants(worker)
         assert pool, "the worker has no pool process"
-
         with HealthProbe(launched.base_url) as probe:
-            os.kill(worker, signal.SIGKILL)
+            os.kill(worker, signal.SIGKILL)  # while it trains
             new_worker = launched.child(WORKER, not_in=[worker])
             os.kill(redis, signal.SIGKILL)
             new_redis = launched.child(REDIS, not_in=[redis])
@@ -281,21 +296,13 @@ def test_a_killed_worker_and_redis_are_restarted_while_web_keeps_serving(tmp_pat
         assert f"redis (pid {redis}) killed by SIGKILL; restarting it in 0.5s" in log
         assert f"restarted redis (pid {new_redis})" in log
 
-        # A job goes through the restarted Redis to the restarted worker.
-        rows = "\n".join(f"{i % 7},{(i * 3) % 5},{'a' if i % 7 > 2 else 'b'}" for i in range(200))
-        dataset = client.post("/api/v1/datasets", headers=headers,
-                              files={"file": ("d.csv", f"x,y,label\n{rows}\n".encode(), "text/csv")})
-        assert dataset.status_code == 201, dataset.text
-        job = client.post("/api/v1/jobs/train", headers=headers, json={
-            "dataset_id": dataset.json()["id"], "target": "label", "task": "classification", "model_name": "after",
-            "hyperparameters": {"epochs": 2, "hidden": [8]}})
-        assert job.status_code == 201, job.text
-        deadline = time.monotonic() + 120
-        while (state := client.get(f"/api/v1/jobs/{job.json()['id']}", headers=headers).json())["state"] in (
-                "queued", "running"):
-            assert time.monotonic() < deadline, f"the job did not finish: {state}\n{launched.log()}"
+        # The restarted worker, through the restarted Redis, takes the job up again once its lease runs out.
+        deadline = time.monotonic() + 180
+        while (job := client.get(job_url, headers=headers).json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"the job did not finish: {job}\n{launched.log()}"
             time.sleep(0.3)
-        assert state["state"] == "succeeded", state
+        assert job["state"] == "succeeded" and job["attempts"] == 2, job
+        assert [v["version"] for v in client.get("/api/v1/models/kept/versions", headers=headers).json()] == [1]
         client.close()
 
         seen |= launched.descendants_when_settled()
