@@ -2,8 +2,10 @@
 
 Creates the var dir, starts an embedded Redis when REDIS_URL is unset, migrates, ensures the first admin,
 then runs uvicorn, one Celery worker and Celery beat as children and supervises them. SIGINT, SIGTERM or
-SIGHUP stops them in dependency order (web first so nothing new is queued, Redis last so it can save); a
-child that dies on its own takes the rest down and the launcher exits non-zero.
+SIGHUP stops them in dependency order (web first so nothing new is queued, Redis last so it can save). A
+child that dies on its own is restarted after a backoff while the others go on serving; one that crashes
+TORCHWIRE_CHILD_MAX_CRASHES times within TORCHWIRE_CHILD_CRASH_WINDOW_SECONDS takes the rest down, with its
+exit status and last output in the log, and the launcher exits non-zero.
 
 ``--prod`` (`make run-prod`) runs the production layout instead: DJANGO_ENV=production, static files
 collected for nginx, N uvicorn workers each on its own unix socket under var/run, and nginx in front of
@@ -32,11 +34,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from app.core.headers import API_POLICY
 
@@ -46,6 +51,12 @@ NGINX_TEMPLATES = BASE_DIR / "nginx"
 _PR_SET_PDEATHSIG = 1
 _POLL = 0.2
 _KILL_WAIT = 5.0
+# A crashed child is restarted after 0.5 s, then 1, 2, 4 ... s while it keeps crashing within the window.
+_RESTART_BACKOFF = 0.5
+_MAX_RESTART_BACKOFF = 10.0
+_TAIL_LINES = 20
+# Whole lines from the children and from the launcher itself; reentrant, as a signal handler logs too.
+_OUTPUT_LOCK = threading.RLock()
 
 
 class LauncherError(Exception):
@@ -67,7 +78,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _log(message: str) -> None:
-    print(f"launcher: {message}", file=sys.stderr, flush=True)
+    with _OUTPUT_LOCK:
+        print(f"launcher: {message}", file=sys.stderr, flush=True)
 
 
 def _describe_exit(code: int) -> str:
@@ -77,6 +89,16 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def _relay(pipe: IO[bytes], out: IO[bytes], tail: deque[str]) -> None:
+    """Copies a child's output stream to ours, a line at a time, keeping the last lines for a crash report."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            tail.append(line.decode(errors="replace").rstrip())
+            with _OUTPUT_LOCK, contextlib.suppress(OSError, ValueError):
+                out.write(line)
+                out.flush()
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -108,6 +130,10 @@ class Child:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _stop_deadline: float | None = field(default=None, repr=False)
+    # Supervision: when it crashed lately, when a restart is due, and what it printed last.
+    crashes: list[float] = field(default_factory=list, repr=False)
+    restart_at: float | None = field(default=None, repr=False)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES), repr=False)
 
     @property
     def pid(self) -> int:
@@ -115,12 +141,18 @@ class Child:
         return self.process.pid
 
     def start(self, env: dict[str, str]) -> None:
+        """Call from the main thread: the parent-death signal is tied to the thread that forks."""
         # Own session and process group: a Ctrl-C from the terminal reaches only the launcher, which
-        # then stops the children in order instead of all of them at once.
+        # then stops the children in order instead of all of them at once. Its output passes through
+        # the launcher (each stream to the same stream of ours) so a crash report can quote it.
         self.process = subprocess.Popen(
             self.argv, cwd=BASE_DIR, env={**env, **self.extra_env}, start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=_die_with_parent(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+        for pipe, out in ((self.process.stdout, sys.stdout.buffer), (self.process.stderr, sys.stderr.buffer)):
+            assert pipe is not None
+            threading.Thread(target=_relay, args=(pipe, out, self.tail), name=f"output of {self.name}",
+                             daemon=True).start()
 
     def poll(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -174,6 +206,8 @@ class Config:
     prod: bool = False
     https_port: int = 8443
     http_port: int = 8080
+    max_crashes: int = 5
+    crash_window: float = 60.0
 
     @classmethod
     def from_env(cls, *, prod: bool = False) -> Config:
@@ -191,6 +225,8 @@ class Config:
             prod=prod,
             https_port=_env_int("HTTPS_PORT", 8443),
             http_port=_env_int("HTTP_PORT", 8080),
+            max_crashes=max(1, _env_int("TORCHWIRE_CHILD_MAX_CRASHES", 5)),
+            crash_window=max(1, _env_int("TORCHWIRE_CHILD_CRASH_WINDOW_SECONDS", 60)),
         )
 
 
@@ -558,7 +594,11 @@ class Launcher:
         except BaseException:
             self._stop_all()
             raise
-        return self._supervise()
+        try:
+            return self._supervise()
+        except BaseException:
+            self._stop_all()
+            raise
 
     def _start(self) -> None:
         config = self.config
@@ -730,17 +770,54 @@ class Launcher:
             raise LauncherError(f"`manage.py {' '.join(command)}` {_describe_exit(code)}")
 
     def _supervise(self) -> int:
-        self._print_banner_when_up()
+        """Restarts children that die, until one crashes too often or a stop signal comes; prints the
+        banner once every web endpoint accepts connections (if that happens within a minute)."""
+        banner: list[tuple[str, int] | Path] | None = list(self.endpoints)
+        banner_deadline = time.monotonic() + 60
         while self.stop_signal is None:
             for child in self.children:
+                if child.restart_at is not None:
+                    if time.monotonic() >= child.restart_at and self.stop_signal is None:
+                        child.restart_at = None
+                        child.start(self.env)
+                        _log(f"restarted {child.name} (pid {child.pid})")
+                    continue
                 code = child.poll()
-                if code is not None:
-                    _log(f"{child.name} (pid {child.pid}) {_describe_exit(code)}; stopping the rest")
+                if code is not None and not self._crashed(child, code):
                     self._stop_all()
-                    _log(f"stopped because {child.name} died")
+                    _log(f"stopped because {child.name} kept crashing")
                     return 1
+            if banner is not None:
+                while banner and _accepts(banner[0]):
+                    banner.pop(0)
+                if not banner:
+                    self._print_banner()
+                if not banner or time.monotonic() > banner_deadline:
+                    banner = None
             time.sleep(_POLL)
         return self._shutdown()
+
+    def _crashed(self, child: Child, code: int) -> bool:
+        """Schedules the restart of a child that died on its own, backing off while it keeps crashing.
+        False when it crashed `max_crashes` times within `crash_window`: the launcher must give up."""
+        pid = child.pid
+        child.kill_group()  # what it leaves behind (Celery's pool processes) must not outlive it
+        child.process = None  # its pid may be reused before the restart; never signal that pid again
+        now = time.monotonic()
+        window, limit = self.config.crash_window, self.config.max_crashes
+        child.crashes = [t for t in child.crashes if now - t < window] + [now]
+        count = len(child.crashes)
+        what = f"{child.name} (pid {pid}) {_describe_exit(code)}"
+        if count >= limit:
+            _log(f"{what}: {count} crash{'es' if count > 1 else ''} within {window:g}s; giving up and stopping "
+                 f"everything")
+            if child.tail:
+                _log(f"last output of {child.name}:\n" + "\n".join(f"  | {line}" for line in child.tail))
+            return False
+        delay = min(_RESTART_BACKOFF * 2 ** (count - 1), _MAX_RESTART_BACKOFF)
+        _log(f"{what}; restarting it in {delay:g}s (crash {count} of {limit} within {window:g}s stops everything)")
+        child.restart_at = now + delay
+        return True
 
     def _shutdown(self) -> int:
         if self._stop_all():
@@ -764,20 +841,8 @@ class Launcher:
                 clean = child.wait_stopped(lambda: self.hurry) and clean
         return clean
 
-    def _print_banner_when_up(self, timeout: float = 60.0) -> None:
-        """Waits for every web endpoint to accept connections (or anything to die, or a signal), then
-        prints where to find the service."""
-        deadline = time.monotonic() + timeout
-        waiting = list(self.endpoints)
-        while waiting and self.stop_signal is None and time.monotonic() < deadline:
-            if any(child.poll() is not None for child in self.children):
-                return
-            if _accepts(waiting[0]):
-                waiting.pop(0)
-            else:
-                time.sleep(_POLL)
-        if waiting:
-            return
+    def _print_banner(self) -> None:
+        """Where to find the service, once it is up."""
         if self.config.prod:
             port = self.config.https_port
             base = f"https://{_url_host(self.config.host)}{'' if port == 443 else f':{port}'}"
@@ -793,7 +858,8 @@ class Launcher:
         if self.config.prod:
             lines.insert(3, f"  nginx:     {self.config.var_dir / 'nginx'} (self-signed unless TORCHWIRE_TLS_CERT)")
         bar = "-" * max(len(line) for line in lines)
-        print("\n".join([bar, *lines, bar]), file=sys.stderr, flush=True)
+        with _OUTPUT_LOCK:
+            print("\n".join([bar, *lines, bar]), file=sys.stderr, flush=True)
 
 
 def _accepts(endpoint: tuple[str, int] | Path) -> bool:

@@ -3,11 +3,12 @@
 Public API::
 
     train_tabular(columns, profile, *, target, task, features=None, hyperparameters=None,
-                  on_epoch=None, should_cancel=None) -> TrainResult
+                  on_epoch=None, should_cancel=None, on_checkpoint=None, resume=None) -> TrainResult
     split_rows(target_values, *, task, val_fraction, seed) -> (train_rows, val_rows)
     predict_records(module, pipeline, labels, task, records) -> list[dict]
     format_predictions(outputs, labels, task) -> list[dict]
     Hyperparameters.from_dict(data), EpochReport, TrainResult
+    Checkpoint (.to_bytes(), Checkpoint.from_bytes(data)), CheckpointError
     classification_metrics(y_true, probabilities), regression_metrics(y_true, y_pred)
     TrainingError (422, names the field), TrainingCancelled
 
@@ -35,7 +36,13 @@ Decisions a caller cannot see from the signatures:
   `patience` epochs without a better one. Metrics are those weights on the validation split, which
   also chose the epoch, so they lean slightly optimistic; there is no third split.
 - Same columns, options and seed give bit-identical weights on CPU at the same torch thread count.
-  The global torch RNG is seeded inside `torch.random.fork_rng`, so the caller's RNG state is kept.
+  The global RNGs of torch, numpy and Python are seeded for the run and given back to the caller
+  afterwards, so the caller's RNG states are kept.
+- Resuming: `on_checkpoint` gets a `Checkpoint` after every epoch (before `on_epoch` hears of it), and
+  ``train_tabular(..., resume=checkpoint)`` with the same columns and options continues after its
+  epoch with the same result, bit for bit at the same thread count, as a run that never stopped. Only
+  the timings (`elapsed_s`, `eta_s`, ``metrics["train_seconds"]``) differ. A checkpoint of other data or
+  options raises `CheckpointError` rather than being applied.
 - torch runs with the caller's thread settings; nothing here changes them.
 
 `train_tabular` blocks for the whole run: call it from a worker thread or process, not an event loop.
@@ -44,9 +51,14 @@ Decisions a caller cannot see from the signatures:
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import json
 import math
+import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -62,6 +74,8 @@ from inference.tabular import ColumnKind, ColumnProfile, DatasetProfile
 
 __all__ = [
     "ARCHITECTURE",
+    "Checkpoint",
+    "CheckpointError",
     "EpochReport",
     "Hyperparameters",
     "TrainResult",
@@ -83,6 +97,7 @@ MAX_CLASSES = 1000
 CATEGORICAL_TOP_K = 20
 # should_cancel may cost a database or Redis round trip; within an epoch ask at most this often.
 _CANCEL_POLL_S = 1.0
+CHECKPOINT_FORMAT = 1
 
 
 class TrainingError(InferenceError):
@@ -105,6 +120,13 @@ class TrainingCancelled(InferenceError):
     def __init__(self, epochs_completed: int) -> None:
         super().__init__(f"training cancelled after {epochs_completed} epochs", details={"epochs": epochs_completed})
         self.epochs_completed = epochs_completed
+
+
+class CheckpointError(InferenceError):
+    """A checkpoint that cannot be read, or one made from other data or options than the run's."""
+
+    http_status = 422
+    code = "invalid_checkpoint"
 
 
 @dataclass(frozen=True)
@@ -182,6 +204,56 @@ class EpochReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run after `epoch` epochs: everything ``train_tabular(..., resume=...)`` needs to go on exactly as
+    if it had never stopped.
+
+    The model and optimiser state; the RNG states (torch's global one, which drives dropout, the
+    shuffling generator, numpy's and Python's global ones); early stopping (best validation loss, its
+    epoch and weights; the patience count is ``epoch - best_epoch``); the metric `history`; and `report`,
+    the epoch's `EpochReport`, for a caller that has to send it again. `fingerprint` names the data and
+    options the run was started with. The tensors are copies, so the run may go on meanwhile.
+    """
+
+    epoch: int
+    fingerprint: str
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+    best_loss: float
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    report: EpochReport
+    elapsed_s: float
+    loop_s: float
+
+    def to_bytes(self) -> bytes:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["report"] = self.report.to_dict()
+        buffer = io.BytesIO()
+        torch.save({"format": CHECKPOINT_FORMAT, **data}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Checkpoint:
+        """Reads `to_bytes` output with torch's weights-only unpickler, so a tampered file runs no code;
+        anything else raises `CheckpointError`."""
+        try:
+            raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"unreadable checkpoint: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError("not a training checkpoint of a known format")
+        try:
+            values = {f.name: raw[f.name] for f in fields(cls)}
+            values["report"] = EpochReport(**raw["report"])
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"incomplete checkpoint: {exc}") from exc
+        return cls(**values)
+
+
 @dataclass
 class TrainResult:
     """A trained model. `state_dict` loads into ``architectures.build(architecture, config)``;
@@ -217,11 +289,15 @@ def train_tabular(
     hyperparameters: Hyperparameters | Mapping[str, Any] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Train a ``tabular-mlp`` on typed `columns` (as `tabular.read_columns` returns them).
 
-    `features` defaults to every profiled column except `target`. `on_epoch` and `should_cancel`
-    run on the calling thread; an exception from either ends training and propagates.
+    `features` defaults to every profiled column except `target`. `on_epoch`, `on_checkpoint` and
+    `should_cancel` run on the calling thread; an exception from any ends training and propagates.
+    `resume` continues the run a `Checkpoint` was taken from (same columns and options); epochs up to
+    its own are not run again, nor reported.
     """
     started = time.monotonic()
     hp = hyperparameters if isinstance(hyperparameters, Hyperparameters) else Hyperparameters.from_dict(hyperparameters)
@@ -296,8 +372,13 @@ def train_tabular(
             return float((outputs.argmax(1) == y_val).float().mean())
         return float(torch.sqrt(torch.mean((outputs - y_val) ** 2))) * scale
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(hp.seed)
+    fingerprint = ""
+    if resume is not None or on_checkpoint is not None:
+        fingerprint = _fingerprint(hp, config, (x_train, y_train, x_val, y_val))
+    if resume is not None and resume.fingerprint != fingerprint:
+        raise CheckpointError("the checkpoint was made from other data or options than this run's")
+
+    with _seeded_rngs(hp.seed):
         module = architectures.build(ARCHITECTURE, config)
         run = _fit(
             module,
@@ -307,9 +388,9 @@ def train_tabular(
             loss_fn,
             "accuracy" if checked_task == "classification" else "rmse",
             metric,
-            on_epoch,
-            should_cancel,
+            _Hooks(on_epoch, should_cancel, on_checkpoint, fingerprint),
             started,
+            resume,
         )
 
     module.load_state_dict(run.best_state)
@@ -333,7 +414,7 @@ def train_tabular(
         "train_rows": len(train_rows),
         "val_rows": len(val_rows),
         "dropped_rows": total - kept,
-        "train_seconds": time.monotonic() - started,
+        "train_seconds": run.resumed_s + time.monotonic() - started,
     }
     signature = architectures.default_signature(ARCHITECTURE, config)
     assert signature is not None
@@ -472,6 +553,15 @@ class _Run:
     history: list[dict[str, Any]]
     best_epoch: int
     best_state: dict[str, torch.Tensor]
+    resumed_s: float
+
+
+@dataclass
+class _Hooks:
+    on_epoch: Callable[[EpochReport], None] | None
+    should_cancel: Callable[[], bool] | None
+    on_checkpoint: Callable[[Checkpoint], None] | None
+    fingerprint: str
 
 
 def _fit(
@@ -482,20 +572,34 @@ def _fit(
     loss_fn: nn.Module,
     metric_name: str,
     metric: Callable[[torch.Tensor], float],
-    on_epoch: Callable[[EpochReport], None] | None,
-    should_cancel: Callable[[], bool] | None,
+    hooks: _Hooks,
     started: float,
+    resume: Checkpoint | None,
 ) -> _Run:
+    """Runs inside `_seeded_rngs`: a resumed run puts the checkpoint's global RNG states in place."""
     x_train, y_train = train
     x_val, y_val = val
+    should_cancel = hooks.should_cancel
     optimizer = torch.optim.AdamW(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     generator = torch.Generator().manual_seed(hp.seed)
     rows = len(x_train)
     history: list[dict[str, Any]] = []
-    best_loss, best_epoch = math.inf, 0
+    best_loss, best_epoch, epoch = math.inf, 0, 0
     best_state: dict[str, torch.Tensor] = {}
+    elapsed_before = loop_before = 0.0
+    if resume is not None:
+        module.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        _restore_rngs(resume.rng, generator)
+        history = copy.deepcopy(resume.history)
+        best_loss, best_epoch, epoch = resume.best_loss, resume.best_epoch, resume.epoch
+        best_state = _copy_state(resume.best_state)
+        elapsed_before, loop_before = resume.elapsed_s, resume.loop_s
     loop_started = time.monotonic()
-    for epoch in range(1, hp.epochs + 1):
+    # Early stopping: `patience` epochs without a better validation loss. Checked before each epoch
+    # rather than after, so a run resumed from the epoch that met it runs no further.
+    while epoch < hp.epochs and epoch - best_epoch < hp.patience:
+        epoch += 1
         if should_cancel is not None and should_cancel():
             raise TrainingCancelled(epoch - 1)
         polled = time.monotonic()
@@ -523,28 +627,98 @@ def _fit(
             score = metric(outputs)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            best_state = _copy_state(module.state_dict())
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, metric_name: score})
-        if on_epoch is not None:
-            now = time.monotonic()
-            on_epoch(
-                EpochReport(
+        now = time.monotonic()
+        loop_s = loop_before + now - loop_started
+        report = EpochReport(
+            epoch=epoch,
+            epochs=hp.epochs,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            metric_name=metric_name,
+            metric=score,
+            elapsed_s=elapsed_before + now - started,
+            eta_s=loop_s / epoch * (hp.epochs - epoch),
+            best_epoch=best_epoch,
+        )
+        if hooks.on_checkpoint is not None:
+            hooks.on_checkpoint(
+                Checkpoint(
                     epoch=epoch,
-                    epochs=hp.epochs,
-                    train_loss=train_loss,
-                    val_loss=val_loss,
-                    metric_name=metric_name,
-                    metric=score,
-                    elapsed_s=now - started,
-                    eta_s=(now - loop_started) / epoch * (hp.epochs - epoch),
+                    fingerprint=hooks.fingerprint,
+                    model=_copy_state(module.state_dict()),
+                    optimizer=copy.deepcopy(optimizer.state_dict()),
+                    rng=_rng_states(generator),
+                    best_loss=best_loss,
                     best_epoch=best_epoch,
+                    best_state=_copy_state(best_state),
+                    history=copy.deepcopy(history),
+                    report=report,
+                    elapsed_s=report.elapsed_s,
+                    loop_s=loop_s,
                 )
             )
-        if epoch - best_epoch >= hp.patience:
-            break
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(report)
     if not best_state:
         raise TrainingError("lr", "the validation loss was never finite; try a lower lr")
-    return _Run(history, best_epoch, best_state)
+    return _Run(history, best_epoch, best_state, elapsed_before)
+
+
+@contextmanager
+def _seeded_rngs(seed: int) -> Iterator[None]:
+    """Seeds the global RNGs of torch, numpy and Python for a run and gives the caller's back after it."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
+
+
+def _rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """In types torch's weights-only loader accepts (no numpy arrays)."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "shuffle": generator.get_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def _restore_rngs(state: Mapping[str, Any], generator: torch.Generator) -> None:
+    try:
+        torch.set_rng_state(state["torch"])
+        generator.set_state(state["shuffle"])
+        numpy = state["numpy"]
+        keys = numpy["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint's RNG states are unusable: {exc}") from exc
+
+
+def _copy_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _fingerprint(hp: Hyperparameters, config: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> str:
+    """Names the data and options of a run, so a checkpoint is never applied to another."""
+    digest = hashlib.sha256(json.dumps({"hp": hp.to_dict(), "config": config}, sort_keys=True).encode())
+    for tensor in tensors:
+        array = np.ascontiguousarray(tensor.numpy())
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def _profiled(profile: DatasetProfile, name: str, field_name: str) -> ColumnProfile:

@@ -94,10 +94,10 @@ def start_uvicorn(env: Mapping[str, str | None] | None = None, *, ready_path: st
 
 
 def start_celery_worker(env: Mapping[str, str | None] | None = None, *, hostname: str = "test-worker@%h",
-                        timeout: float = 60) -> subprocess.Popen[bytes]:
+                        timeout: float = 60, log: Path | None = None) -> subprocess.Popen[bytes]:
     import redis
 
-    log = RUN_DIR / "celery-worker.log"
+    log = log or RUN_DIR / "celery-worker.log"
     full_env = child_env(env)
     with log.open("wb") as fh:
         proc = subprocess.Popen(

@@ -7,8 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -87,7 +88,7 @@ def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 class Launched:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.var_dir = tmp_path / "var"
         self.log_path = tmp_path / "launcher.log"
@@ -98,6 +99,7 @@ class Launched:
             "TORCHWIRE_EMBEDDED_REDIS_PORT": str(_free_port()),
             "PORT": str(self.port),
             "STORAGE_URL": f"file://{tmp_path / 'storage'}",
+            **(extra_env or {}),
         }
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._log = self.log_path.open("wb")
@@ -151,6 +153,19 @@ class Launched:
                     found[int(entry.name)] = _cmdline(int(entry.name))
         return found
 
+    def child(self, marker: str, *, not_in: Sequence[int] = (), timeout: float = 60.0) -> int:
+        """The pid of the launcher's child whose command line contains ``marker`` (waiting for a restarted
+        one, not in ``not_in``, to appear)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [pid for pid, cmdline in self.children().items() if marker in cmdline and pid not in not_in]
+            if found:
+                return found[0]
+            if self.process.poll() is not None:
+                pytest.fail(f"the launcher exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.1)
+        pytest.fail(f"no child with {marker!r} within {timeout:g}s: {self.children()}\n{self.log()}")
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -199,14 +214,135 @@ def test_serves_and_stops_cleanly_on_sigterm(launched: Launched) -> None:
     assert (launched.var_dir / "redis" / "dump.rdb").exists(), "Redis did not save on the way out"
 
 
-def test_a_dead_child_stops_everything(launched: Launched) -> None:
-    launched.wait_ready()
-    processes = launched.descendants_when_settled()
-    uvicorn = [pid for pid, cmdline in launched.children().items() if "-m uvicorn " in cmdline]
-    assert len(uvicorn) == 1, launched.children()
+class HealthProbe:
+    """Asks /healthz every 0.1 s on a thread of its own, keeping every answer that was not a 200."""
 
-    os.kill(uvicorn[0], signal.SIGKILL)
-    code = _wait_exit(launched.process, timeout=40)
-    assert code != 0
-    assert f"uvicorn (pid {uvicorn[0]}) killed by SIGKILL" in launched.log()
-    assert _alive(processes) == [], launched.log()
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.answers = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            while not self._stop.wait(0.1):
+                try:
+                    status = client.get("/healthz").status_code
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                self.answers += 1
+                if status != 200:
+                    self.failures.append(str(status))
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _wait_status(base_url: str, path: str, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(base_url + path, timeout=2).status_code
+            if last == status:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    pytest.fail(f"{path} did not answer {status} within {timeout:g}s (last: {last!r})")
+
+
+WORKER, REDIS, UVICORN = "celery -A workers.celery worker", "redis-server", "-m uvicorn "
+
+
+def test_a_killed_worker_and_redis_are_restarted_while_web_keeps_serving(tmp_path: Path) -> None:
+    # One torch thread, so the training job is quick on a loaded host; a short lease, so the job the
+    # killed worker was running is taken up again within seconds rather than a minute.
+    launched = Launched(tmp_path, {"OMP_NUM_THREADS": "1", "TORCHWIRE_JOB_LEASE_SECONDS": "5",
+                                   "TORCHWIRE_JOB_REAP_SECONDS": "2"})
+    try:
+        launched.wait_ready()
+        password = (launched.var_dir / "admin-password.txt").read_text().strip()
+        client = httpx.Client(base_url=launched.base_url, timeout=30)
+        token = client.post("/api/v1/auth/token", json={"username": "admin", "password": password}).json()["access"]
+        headers = {"Authorization": f"Bearer {token}"}
+        rows = "\n".join(f"{i % 7},{(i * 3) % 5},{'a' if (i * 5) % 7 > 2 else 'b'}" for i in range(600))
+        dataset = client.post("/api/v1/datasets", headers=headers,
+                              files={"file": ("d.csv", f"x,y,label\n{rows}\n".encode(), "text/csv")})
+        assert dataset.status_code == 201, dataset.text
+        response = client.post("/api/v1/jobs/train", headers=headers, json={
+            "dataset_id": dataset.json()["id"], "target": "label", "task": "classification", "model_name": "kept",
+            "hyperparameters": {"epochs": 40, "patience": 40, "hidden": [16], "batch_size": 8}})
+        assert response.status_code == 201, response.text
+        job_url = f"/api/v1/jobs/{response.json()['id']}"
+        deadline = time.monotonic() + 120
+        while (job := client.get(job_url, headers=headers).json())["progress"].get("epoch", 0) < 2:
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.1)
+
+        seen = launched.descendants_when_settled()
+        worker, redis = launched.child(WORKER), launched.child(REDIS)
+        pool = _descendants(worker)
+        assert pool, "the worker has no pool process"
+        with HealthProbe(launched.base_url) as probe:
+            os.kill(worker, signal.SIGKILL)  # while it trains
+            new_worker = launched.child(WORKER, not_in=[worker])
+            os.kill(redis, signal.SIGKILL)
+            new_redis = launched.child(REDIS, not_in=[redis])
+            _wait_status(launched.base_url, "/readyz", 200, timeout=60)
+        assert probe.failures == [] and probe.answers > 0, probe.failures
+        assert _alive(pool) == [], "the killed worker's pool process outlived it"
+        log = launched.log()
+        assert f"celery worker (pid {worker}) killed by SIGKILL; restarting it in 0.5s" in log
+        assert f"restarted celery worker (pid {new_worker})" in log
+        assert f"redis (pid {redis}) killed by SIGKILL; restarting it in 0.5s" in log
+        assert f"restarted redis (pid {new_redis})" in log
+
+        # The restarted worker, through the restarted Redis, takes the job up again once its lease runs out.
+        deadline = time.monotonic() + 180
+        while (job := client.get(job_url, headers=headers).json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"the job did not finish: {job}\n{launched.log()}"
+            time.sleep(0.3)
+        assert job["state"] == "succeeded" and job["attempts"] == 2, job
+        assert [v["version"] for v in client.get("/api/v1/models/kept/versions", headers=headers).json()] == [1]
+        client.close()
+
+        seen |= launched.descendants_when_settled()
+        launched.process.send_signal(signal.SIGTERM)
+        assert _wait_exit(launched.process, timeout=60) == 0, launched.log()
+        assert _alive(seen) == [], launched.log()
+    finally:
+        launched.close()
+
+
+def test_a_child_that_keeps_crashing_stops_everything_loudly(tmp_path: Path) -> None:
+    launched = Launched(tmp_path, {"TORCHWIRE_CHILD_MAX_CRASHES": "3", "TORCHWIRE_CHILD_CRASH_WINDOW_SECONDS": "300"})
+    try:
+        launched.wait_ready()
+        seen = launched.descendants_when_settled()
+        killed: list[int] = []
+        for _ in range(3):
+            pid = launched.child(UVICORN, not_in=killed)
+            if killed:  # the restarted web process serves again on the same port
+                _wait_status(launched.base_url, "/healthz", 200, timeout=60)
+                seen |= _descendants(launched.process.pid)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        code = _wait_exit(launched.process, timeout=60)
+        assert code != 0
+        log = launched.log()
+        assert log.count("restarted uvicorn (pid") == 2, log
+        assert (f"uvicorn (pid {killed[-1]}) killed by SIGKILL: 3 crashes within 300s; giving up and stopping "
+                f"everything") in log
+        assert "last output of uvicorn:\n  | " in log  # what it printed before it died, quoted
+        assert "stopped because uvicorn kept crashing" in log
+        assert _alive(seen) == [], log
+    finally:
+        launched.close()

@@ -54,6 +54,11 @@ class Job(models.Model):
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def checkpoint_key(self) -> str:
+        """Where a training attempt keeps its latest checkpoint (app/jobs/checkpoints.py)."""
+        return f"jobs/{self.pk}/checkpoint.pt"
+
 
 class JobEvent(models.Model):
     """Lifecycle events of a job (queued, started and the terminal one), kept so history outlives Redis.

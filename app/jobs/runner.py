@@ -1,9 +1,13 @@
 """Running jobs inside a Celery worker. Blocking code: never call it from an event loop.
 
 Exactly once, as far as a user can tell: the job row's lease decides who runs (`job_claim`); a
-heartbeat thread renews it while the work runs; the model version a training job registers carries the
-job id (`source_job_id`, unique), so a redelivered or repeated run can never register a second one;
-and every terminal transition checks that this worker still holds the lease.
+heartbeat thread renews it while the work runs (`lease.Lease`, which also retries every database write
+of the attempt through a short outage); the model version a training job registers carries the job id
+(`source_job_id`, unique), so a redelivered or repeated run can never register a second one; and every
+terminal transition checks that this worker still holds the lease.
+
+Training checkpoints after every epoch (`checkpoints`); a new attempt resumes after the last checkpoint
+rather than starting over, with the same result, and `services.job_progress` reports each epoch once.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ import logging
 import os
 import socket
 import tempfile
-import threading
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,14 @@ from app.registry.services import model_version_create
 from inference.errors import InferenceError
 
 from . import services
+from .checkpoints import job_checkpoint_delete, job_checkpoint_load, job_checkpoint_save
+from .lease import TRANSIENT_DB_ERRORS, Lease, LeaseLost, discard_connection
 from .models import Job, JobKind
 
 logger = logging.getLogger(__name__)
+
+# Outcomes after which the job is over, so its checkpoint has no further use.
+_FINAL = {"succeeded", "succeeded (already registered)", "failed", "cancelled"}
 
 
 class Retry(Exception):
@@ -44,33 +51,6 @@ class Retry(Exception):
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@contextmanager
-def _heartbeat(job: Job, worker: str) -> Iterator[threading.Event]:
-    """Renews the lease every third of its length; sets the yielded event if the lease was lost."""
-    stop = threading.Event()
-    lost = threading.Event()
-
-    def beat() -> None:
-        interval = max(settings.JOB_LEASE_SECONDS / 3, 0.5)
-        while not stop.wait(interval):
-            try:
-                if not services.job_heartbeat(job=job, worker=worker):
-                    lost.set()
-                    return
-            except Exception:
-                logger.exception("heartbeat of job %s failed", job.pk)
-            finally:
-                close_old_connections()
-
-    thread = threading.Thread(target=beat, name=f"lease-{job.pk}", daemon=True)
-    thread.start()
-    try:
-        yield lost
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def _download(key: str, suffix: str) -> Path:
@@ -84,55 +64,95 @@ def _download(key: str, suffix: str) -> Path:
 def job_run(*, job_id: int) -> str:
     """Runs one job if it can be claimed. Returns what happened; raises Retry if another worker holds it."""
     worker = worker_name()
+    claimed_at = time.monotonic()
     job, wait = services.job_claim(job_id=job_id, worker=worker)
     if job is None:
         if wait > 0:
             raise Retry(wait)
         return "nothing to do"
-    with _heartbeat(job, worker) as lost:
+    lease = Lease(job=job, worker=worker, seconds=settings.JOB_LEASE_SECONDS, renewed=claimed_at)
+    with lease.renewing():
         try:
-            if job.kind == JobKind.TRAIN:
-                return _train(job, worker, lost)
-            return _batch_predict(job, worker)
-        except _Cancelled:
-            services.job_mark_cancelled(job=job, worker=worker)
-            return "cancelled"
-        except _LeaseLost:
+            outcome = _attempt(job, lease)
+        except LeaseLost:
+            logger.warning("job %s: attempt %s stopped, its lease lost; a new attempt resumes it", job.pk,
+                           job.attempts)
             return "lease lost"
-        except (ApiError, InferenceError) as exc:
-            # The job's input cannot be used (a dataset that cannot train, a model that cannot predict it):
-            # the job says why; there is no server fault to trace.
-            logger.warning("job %s failed: %s", job.pk, exc.message)
-            services.job_fail(job=job, worker=worker, error=exc.message[:2000])
-            return "failed"
-        except Exception as exc:
-            logger.exception("job %s failed", job.pk)
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            services.job_fail(job=job, worker=worker, error=message[:2000])
-            return "failed"
+    if outcome in _FINAL and job.kind == JobKind.TRAIN:
+        job_checkpoint_delete(job=job)
+    return outcome
+
+
+def _attempt(job: Job, lease: Lease) -> str:
+    worker = lease.worker
+    try:
+        if job.kind == JobKind.TRAIN:
+            return _train(job, lease)
+        return _batch_predict(job, lease)
+    except _Cancelled:
+        lease.call(lambda: services.job_mark_cancelled(job=job, worker=worker), what="recording the cancellation")
+        return "cancelled"
+    except LeaseLost:
+        raise
+    except TRANSIENT_DB_ERRORS:
+        # Not the job's fault: this attempt stops, and once its lease runs out the next one resumes.
+        logger.exception("job %s: the database failed outside a retried write; abandoning attempt %s", job.pk,
+                         job.attempts)
+        return "abandoned"
+    except (ApiError, InferenceError) as exc:
+        # The job's input cannot be used (a dataset that cannot train, a model that cannot predict it):
+        # the job says why; there is no server fault to trace.
+        logger.warning("job %s failed: %s", job.pk, exc.message)
+        reason = exc.message[:2000]
+        lease.call(lambda: services.job_fail(job=job, worker=worker, error=reason),
+                   what="recording the failure")
+        return "failed"
+    except Exception as exc:
+        logger.exception("job %s failed", job.pk)
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        lease.call(lambda: services.job_fail(job=job, worker=worker, error=message[:2000]),
+                   what="recording the failure")
+        return "failed"
 
 
 class _Cancelled(Exception):
     pass
 
 
-class _LeaseLost(Exception):
-    pass
+def _cancel_check(job: Job, lease: Lease) -> bool:
+    """Whether the job's owner asked to cancel it. A database error counts as no (the question comes back
+    within a second), unless the lease has run out meanwhile."""
+    lease.check()
+    try:
+        return services.job_cancel_requested(job=job)
+    except TRANSIENT_DB_ERRORS as exc:
+        discard_connection()
+        logger.warning("job %s: could not check for cancellation (%s); training goes on", job.pk, exc)
+        return False
 
 
-def _train(job: Job, worker: str, lost: threading.Event) -> str:
+def _train(job: Job, lease: Lease) -> str:
     import safetensors.torch
 
     from inference.tabular import DatasetProfile, read_columns
-    from inference.training import EpochReport, TrainingCancelled, train_tabular
+    from inference.training import (
+        Checkpoint,
+        CheckpointError,
+        EpochReport,
+        TrainingCancelled,
+        TrainResult,
+        train_tabular,
+    )
 
+    worker = lease.worker
     params = job.params
     assert job.dataset is not None and job.model is not None, "training jobs have a dataset and a model"
-    existing = ModelVersion.objects.filter(source_job_id=job.pk).first()
+    existing = lease.call(lambda: ModelVersion.objects.filter(source_job_id=job.pk).first(),
+                          what="looking for its version")
     if existing is not None:
         # A previous attempt registered the version and died before recording success.
         result = {"model": job.model.name, "version": existing.number, "metrics": existing.metrics}
-        services.job_succeed(job=job, worker=worker, result=result)
+        lease.call(lambda: services.job_succeed(job=job, worker=worker, result=result), what="recording success")
         return "succeeded (already registered)"
 
     profile = DatasetProfile.from_dict(job.dataset.profile)
@@ -144,21 +164,42 @@ def _train(job: Job, worker: str, lost: threading.Event) -> str:
         path.unlink(missing_ok=True)
 
     def on_epoch(report: EpochReport) -> None:
-        if lost.is_set():
-            raise _LeaseLost
-        services.job_progress(job=job, worker=worker, type="epoch", data=report.to_dict())
+        data = report.to_dict()
+        held = lease.call(lambda: services.job_progress(job=job, worker=worker, type="epoch", data=data),
+                          what=f"recording epoch {report.epoch}")
         close_old_connections()
+        if not held:
+            lease.lost.set()
+            raise LeaseLost
 
-    def should_cancel() -> bool:
-        return services.job_cancel_requested(job=job)
+    def on_checkpoint(checkpoint: Checkpoint) -> None:
+        lease.check()  # a worker that lost the job must not overwrite the new attempt's checkpoint
+        job_checkpoint_save(job=job, checkpoint=checkpoint)
+
+    resume = job_checkpoint_load(job=job)
+    if resume is not None:
+        logger.info("job %s: attempt %s resumes after epoch %s", job.pk, job.attempts, resume.epoch)
+        # The attempt that stored the checkpoint may have died before it reported that epoch.
+        on_epoch(resume.report)
+        epoch = resume.epoch
+        if not lease.call(lambda: services.job_resumed(job=job, worker=worker, epoch=epoch), what="resuming"):
+            raise LeaseLost
+
+    def train(start: Checkpoint | None) -> TrainResult:
+        return train_tabular(columns, profile, target=params["target"], task=params["task"], features=features,
+                             hyperparameters=params.get("hyperparameters") or {}, on_epoch=on_epoch,
+                             should_cancel=lambda: _cancel_check(job, lease), on_checkpoint=on_checkpoint,
+                             resume=start)
 
     try:
-        trained = train_tabular(columns, profile, target=params["target"], task=params["task"], features=features,
-                                hyperparameters=params.get("hyperparameters") or {}, on_epoch=on_epoch,
-                                should_cancel=should_cancel)
+        try:
+            trained = train(resume)
+        except CheckpointError as exc:
+            logger.warning("job %s: its checkpoint does not apply (%s); training starts over", job.pk, exc.message)
+            trained = train(None)
     except TrainingCancelled as exc:
         raise _Cancelled from exc
-    if services.job_cancel_requested(job=job):
+    if lease.call(lambda: services.job_cancel_requested(job=job), what="checking for cancellation"):
         raise _Cancelled
 
     meta = trained.to_dict()
@@ -170,20 +211,22 @@ def _train(job: Job, worker: str, lost: threading.Event) -> str:
     extras = {k: meta[k] for k in ("pipeline", "task", "target", "features", "labels", "reference_stats",
                                    "hyperparameters", "epochs_run", "best_epoch")}
     stage = Stage.PRODUCTION if params.get("promote") else Stage.STAGING
-    version = model_version_create(
-        model=job.model, actor=job.owner, fmt="safetensors", architecture=trained.architecture,
+    model = job.model
+    # Idempotent per job (source_job_id), so a retry after a commit whose answer was lost is harmless.
+    version = lease.call(lambda: model_version_create(
+        model=model, actor=job.owner, fmt="safetensors", architecture=trained.architecture,
         config=trained.config, signature=trained.signature, artifact_key=stored.key,
         artifact_sha256=stored.sha256, artifact_size=stored.size, extras=extras, metrics=trained.metrics,
         stage=stage, source_job_id=job.pk,
-    )
+    ), what="registering the version")
     result = {"model": job.model.name, "version": version.number, "stage": version.stage, "metrics": trained.metrics,
               "epochs_run": trained.epochs_run}
-    if not services.job_succeed(job=job, worker=worker, result=result):
+    if not lease.call(lambda: services.job_succeed(job=job, worker=worker, result=result), what="recording success"):
         return "lease lost after registering"
     return "succeeded"
 
 
-def _batch_predict(job: Job, worker: str) -> str:
+def _batch_predict(job: Job, lease: Lease) -> str:
     import numpy as np
     import torch
 
@@ -192,7 +235,9 @@ def _batch_predict(job: Job, worker: str) -> str:
     from inference.training import format_predictions
 
     assert job.dataset is not None and job.model is not None
-    version = ModelVersion.objects.select_related("model").get(model=job.model, number=job.params["version"])
+    version = lease.call(
+        lambda: ModelVersion.objects.select_related("model").get(model=job.model, number=job.params["version"]),
+        what="loading the version")
     # Checked when the job was created; versions and datasets do not change, so this only guards old jobs.
     plan = services.batch_predict_plan(version=version, dataset=job.dataset)
     weights = _download(version.artifact_key, ".safetensors")
@@ -232,7 +277,7 @@ def _batch_predict(job: Job, worker: str) -> str:
                 batch.append(dict(zip(plan.columns, values, strict=True)))
                 if len(batch) >= 1024:
                     flush()
-                    if services.job_cancel_requested(job=job):
+                    if _cancel_check(job, lease):
                         raise _Cancelled
             if batch:
                 flush()
@@ -241,7 +286,8 @@ def _batch_predict(job: Job, worker: str) -> str:
     finally:
         for path in (weights, dataset_path, out_path):
             path.unlink(missing_ok=True)
-    services.job_succeed(job=job, worker=worker, result={"rows": rows, "sha256": stored.sha256,
-                                                          "model": job.model.name, "version": version.number},
-                         output_key=stored.key)
+    result = {"rows": rows, "sha256": stored.sha256, "model": job.model.name, "version": version.number}
+    if not lease.call(lambda: services.job_succeed(job=job, worker=lease.worker, result=result,
+                                                   output_key=stored.key), what="recording success"):
+        return "lease lost after writing"
     return "succeeded"

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from app.accounts.models import Role, User
@@ -249,11 +250,36 @@ def job_cancel_requested(*, job: Job) -> bool:
     return Job.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
 
-def job_progress(*, job: Job, worker: str, type: str, data: dict[str, Any]) -> None:
+def _held(job: Job, worker: str) -> QuerySet[Job]:
+    """The running job's row, locked, while `worker` holds its lease; otherwise no row."""
+    return Job.objects.select_for_update(of=("self",)).filter(pk=job.pk, state=JobState.RUNNING, lease_owner=worker)
+
+
+def job_progress(*, job: Job, worker: str, type: str, data: dict[str, Any]) -> bool:
+    """Records progress and its event. With an ``epoch`` in `data`, once per epoch: a write retried after
+    its first try did commit, or an epoch reported again by a resumed attempt, changes nothing and
+    publishes nothing. False if `worker` no longer holds the lease."""
     with transaction.atomic():
-        Job.objects.filter(pk=job.pk, lease_owner=worker).update(progress=data)
+        recorded = _held(job, worker).values_list("progress", flat=True).first()
+        if recorded is None:
+            return False
+        epoch = data.get("epoch")
+        if isinstance(epoch, int) and isinstance(recorded.get("epoch"), int) and recorded["epoch"] >= epoch:
+            return True
+        Job.objects.filter(pk=job.pk).update(progress=data)
         job.progress = data
         job_event_emit(job=job, type=type, data=data)
+    return True
+
+
+def job_resumed(*, job: Job, worker: str, epoch: int) -> bool:
+    """Tells the job's subscribers that this attempt continues from the checkpoint of `epoch`: no epoch
+    up to it runs again. False if `worker` no longer holds the lease."""
+    with transaction.atomic():
+        if _held(job, worker).values_list("pk", flat=True).first() is None:
+            return False
+        job_event_emit(job=job, type="resumed", data={"epoch": epoch, "attempt": job.attempts})
+    return True
 
 
 def _finish(job: Job, worker: str, state: JobState, type: str, data: dict[str, Any], **fields: Any) -> bool:

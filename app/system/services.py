@@ -15,12 +15,14 @@ PREFIXES = ("datasets/", "models/", "jobs/")
 
 def _referenced_keys() -> set[str]:
     from app.datasets.models import Dataset
-    from app.jobs.models import Job
+    from app.jobs.models import TERMINAL_STATES, Job
     from app.registry.models import ModelVersion
 
     keys = set(Dataset.objects.values_list("storage_key", flat=True))
     keys |= set(ModelVersion.objects.values_list("artifact_key", flat=True))
     keys |= set(Job.objects.exclude(output_key="").values_list("output_key", flat=True))
+    # A job that may still run (again) resumes from its checkpoint, however long it waits for a worker.
+    keys |= {job.checkpoint_key for job in Job.objects.exclude(state__in=TERMINAL_STATES).only("pk")}
     return keys
 
 
