@@ -301,6 +301,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if DJANGO_ENV == "test":
+    # The suite creates and logs in hundreds of users; PBKDF2 at Django's 1,000,000 iterations costs about
+    # half a second a hash on a 2-core machine. Only DJANGO_ENV=test (set by tests/envsetup.py) uses MD5.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 JWT_AUDIENCE = env("TORCHWIRE_JWT_AUDIENCE", "torchwire")
 JWT_ISSUER = env("TORCHWIRE_JWT_ISSUER", "torchwire")
 NINJA_JWT = {
