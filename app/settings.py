@@ -192,6 +192,10 @@ AWS_REGION = env("AWS_DEFAULT_REGION", "us-east-1")
 ALLOW_CODE_ARTIFACTS = env_bool("TORCHWIRE_ALLOW_CODE_ARTIFACTS", False)
 MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
 
+# The web console (web/): where uvicorn forwards the paths that are not the backend's (app/core/console.py).
+# The launcher sets it for `make run`; empty leaves those paths to Django (404).
+CONSOLE_URL = env("TORCHWIRE_CONSOLE_URL")
+
 # Datasets and jobs.
 MAX_DATASET_BYTES = env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024)
 JOB_LEASE_SECONDS = env_int("TORCHWIRE_JOB_LEASE_SECONDS", 60)
