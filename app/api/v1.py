@@ -16,7 +16,7 @@ from app.accounts.api import ApiKeyController, AuthController, MeController, Rea
 from app.core.errors import ApiError, error_response
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
-from app.monitoring.api import MonitoringController
+from app.monitoring.api import MonitoringController, MonitoringOverviewController
 from app.registry.api import ArchitectureController, ModelController
 from app.serving.api import PredictController
 from app.system.api import SystemController
@@ -44,6 +44,7 @@ api.register_controllers(
     DatasetController,
     JobController,
     MonitoringController,
+    MonitoringOverviewController,
 )
 
 # Inference errors a caller caused are 422 here (the V2 endpoints answer 400, as that protocol says).
