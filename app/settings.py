@@ -354,6 +354,8 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "uvicorn.access": {"level": "WARNING"},
+        # The console bridge's client (app/core/console.py) would log every page and asset it forwards.
+        "httpx": {"level": "WARNING"},
     },
 }
 

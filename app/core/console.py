@@ -16,6 +16,7 @@ SECURE_SSL_REDIRECT) is left to Django.
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -65,6 +66,9 @@ class ConsoleBridge:
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=20),
                 follow_redirects=False,
                 trust_env=False,
+                # A proxy must not keep cookies: httpx's default jar would replay one browser's session
+                # cookie on every other browser's requests.
+                cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
             )
             on_shutdown(self.aclose)
         return self._client

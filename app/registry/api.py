@@ -66,6 +66,7 @@ def version_out(version: ModelVersion) -> dict[str, Any]:
         "artifact_size": version.artifact_size,
         "metrics": version.metrics,
         "created_by": version.created_by.username if version.created_by else None,
+        "source_job_id": version.source_job_id,
         "created_at": version.created_at,
         "promoted_at": version.promoted_at,
     }

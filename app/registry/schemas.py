@@ -55,6 +55,7 @@ class VersionOut(Schema):
     artifact_size: int
     metrics: dict[str, Any]
     created_by: str | None
+    source_job_id: int | None = Field(description="The training job that produced this version, if any")
     created_at: datetime
     promoted_at: datetime | None
 

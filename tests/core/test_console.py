@@ -83,7 +83,12 @@ def test_console_paths_are_forwarded_with_host_and_client(bridged: Server) -> No
         assert "keep-alive" not in headers and headers.get("connection") != "keep-alive, x-secret"
         assert headers["x-forwarded-proto"] == "http"
         assert response.headers["set-cookie"] == "tw_test=1; HttpOnly; Path=/"
-
+    # The bridge keeps no cookies: what the console set for one browser never rides along with another's.
+    echoed = httpx.get(bridged.url + "/anything", timeout=10).json()
+    assert "cookie" not in {k.lower() for k in echoed["headers"]}
+    with_cookie = httpx.get(bridged.url + "/anything", headers={"Cookie": "tw_session=abc"}, timeout=10).json()
+    assert {k.lower(): v for k, v in with_cookie["headers"].items()}["cookie"] == "tw_session=abc"
+    with httpx.Client(base_url=bridged.url, timeout=10) as client:
         posted = client.post("/session/login", json={"username": "u"}, headers={"Origin": bridged.url})
         assert posted.json()["method"] == "POST" and json.loads(posted.json()["body"]) == {"username": "u"}
         assert client.get("/").json()["path"] == "/"
