@@ -1,0 +1,71 @@
+"use client";
+
+import { LogOut, Monitor, Moon, Sun, UserRound } from "lucide-react";
+import { useState } from "react";
+
+import { RoleBadge } from "@/components/shell/role-badge";
+import { Button } from "@/components/ui/button";
+import {
+  DropdownMenu,
+  DropdownMenuContent,
+  DropdownMenuItem,
+  DropdownMenuLabel,
+  DropdownMenuRadioGroup,
+  DropdownMenuRadioItem,
+  DropdownMenuSeparator,
+  DropdownMenuTrigger,
+} from "@/components/ui/dropdown-menu";
+import { signOut } from "@/lib/session-actions";
+
+type Theme = "system" | "light" | "dark";
+
+function applyTheme(theme: Theme) {
+  const root = document.documentElement;
+  root.classList.toggle("dark", theme === "dark");
+  root.classList.toggle("light", theme === "light");
+  // A preference, not a credential: readable by the server for the first paint.
+  document.cookie = theme === "system" ? "tw_theme=; path=/; max-age=0; samesite=lax" : `tw_theme=${theme}; path=/; max-age=31536000; samesite=lax`;
+}
+
+export function UserMenu({ username, role, theme: initial }: { username: string; role: string; theme: Theme }) {
+  const [theme, setTheme] = useState<Theme>(initial);
+  return (
+    <DropdownMenu>
+      <DropdownMenuTrigger asChild>
+        <Button variant="ghost" size="sm" className="gap-2" aria-label={`Account: ${username} (${role})`}>
+          <UserRound aria-hidden />
+          <span className="hidden max-w-32 truncate sm:inline">{username}</span>
+          <RoleBadge role={role} />
+        </Button>
+      </DropdownMenuTrigger>
+      <DropdownMenuContent align="end">
+        <DropdownMenuLabel>
+          Signed in as <span className="font-semibold text-foreground">{username}</span>
+        </DropdownMenuLabel>
+        <DropdownMenuSeparator />
+        <DropdownMenuLabel>Theme</DropdownMenuLabel>
+        <DropdownMenuRadioGroup
+          value={theme}
+          onValueChange={(value) => {
+            setTheme(value as Theme);
+            applyTheme(value as Theme);
+          }}
+        >
+          <DropdownMenuRadioItem value="system">
+            <Monitor aria-hidden /> System
+          </DropdownMenuRadioItem>
+          <DropdownMenuRadioItem value="light">
+            <Sun aria-hidden /> Light
+          </DropdownMenuRadioItem>
+          <DropdownMenuRadioItem value="dark">
+            <Moon aria-hidden /> Dark
+          </DropdownMenuRadioItem>
+        </DropdownMenuRadioGroup>
+        <DropdownMenuSeparator />
+        <DropdownMenuItem onSelect={() => void signOut()}>
+          <LogOut aria-hidden /> Sign out
+        </DropdownMenuItem>
+      </DropdownMenuContent>
+    </DropdownMenu>
+  );
+}
