@@ -52,7 +52,7 @@ export async function readSession(sealed: string | undefined | null): Promise<Se
   return session;
 }
 
-export function sealSession(session: Session): Promise<string> {
+export async function sealSession(session: Session): Promise<string> {
   return seal(session, consoleSecret());
 }
 
