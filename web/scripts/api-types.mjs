@@ -20,8 +20,23 @@ if (!source) {
   process.exit(2);
 }
 
-const schema = JSON.parse(await readFile(source, "utf8"));
+const schema = normalise(JSON.parse(await readFile(source, "utf8")));
 const generated = HEADER + astToString(await openapiTS(schema, { alphabetize: true }));
+
+/** ninja-extra suffixes every operationId with a random hash per process; drop it so the output is stable. */
+function normalise(document) {
+  const seen = new Map();
+  for (const item of Object.values(document.paths ?? {})) {
+    for (const operation of Object.values(item)) {
+      if (!operation || typeof operation.operationId !== "string") continue;
+      const base = operation.operationId.replace(/_[0-9a-f]{8}$/, "");
+      const count = seen.get(base) ?? 0;
+      seen.set(base, count + 1);
+      operation.operationId = count ? `${base}_${count + 1}` : base;
+    }
+  }
+  return document;
+}
 
 if (!check) {
   await writeFile(target, generated);

@@ -8,7 +8,7 @@ export interface paths {
             cookie?: never;
         };
         /** Registered architectures and their config schema */
-        get: operations["architecture_list_architectures_14e8fb51"];
+        get: operations["architecture_list_architectures"];
         put?: never;
         post?: never;
         delete?: never;
@@ -25,10 +25,10 @@ export interface paths {
             cookie?: never;
         };
         /** The tensors a valid safetensors artifact must hold (config as JSON in ?config=) */
-        get: operations["architecture_state_dict_a8341366"];
+        get: operations["architecture_state_dict"];
         put?: never;
         /** The tensors a valid safetensors artifact must hold (config in the body) */
-        post: operations["architecture_state_dict_post_bea1ed2d"];
+        post: operations["architecture_state_dict_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -43,10 +43,10 @@ export interface paths {
             cookie?: never;
         };
         /** The caller's active API keys */
-        get: operations["apikey_list_9565d753"];
+        get: operations["apikey_list"];
         put?: never;
         /** Create an API key (shown once) */
-        post: operations["apikey_create_5caa9304"];
+        post: operations["apikey_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -64,7 +64,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Revoke an API key */
-        delete: operations["apikey_revoke_f9a7cf2b"];
+        delete: operations["apikey_revoke"];
         options?: never;
         head?: never;
         patch?: never;
@@ -80,7 +80,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Obtain an access/refresh token pair */
-        post: operations["auth_token_obtain_9557d8ef"];
+        post: operations["auth_token_obtain"];
         delete?: never;
         options?: never;
         head?: never;
@@ -97,7 +97,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Rotate a refresh token for a new pair */
-        post: operations["auth_token_refresh_e4b7bca3"];
+        post: operations["auth_token_refresh"];
         delete?: never;
         options?: never;
         head?: never;
@@ -114,7 +114,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Blacklist a refresh token */
-        post: operations["auth_token_revoke_cb68262f"];
+        post: operations["auth_token_revoke"];
         delete?: never;
         options?: never;
         head?: never;
@@ -129,10 +129,10 @@ export interface paths {
             cookie?: never;
         };
         /** The caller's datasets */
-        get: operations["dataset_list_datasets_9df646e6"];
+        get: operations["dataset_list_datasets"];
         put?: never;
         /** Upload a CSV (multipart field `file`) */
-        post: operations["dataset_upload_612248c0"];
+        post: operations["dataset_upload"];
         delete?: never;
         options?: never;
         head?: never;
@@ -147,11 +147,11 @@ export interface paths {
             cookie?: never;
         };
         /** A dataset with its column profile */
-        get: operations["dataset_get_dataset_c02d6d09"];
+        get: operations["dataset_get_dataset"];
         put?: never;
         post?: never;
         /** Delete a dataset and its file */
-        delete: operations["dataset_delete_64f88e9b"];
+        delete: operations["dataset_delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -165,7 +165,7 @@ export interface paths {
             cookie?: never;
         };
         /** The first rows */
-        get: operations["dataset_preview_b8c8157c"];
+        get: operations["dataset_preview"];
         put?: never;
         post?: never;
         delete?: never;
@@ -182,7 +182,7 @@ export interface paths {
             cookie?: never;
         };
         /** The caller's jobs, newest first */
-        get: operations["job_list_jobs_40aa8d7d"];
+        get: operations["job_list_jobs"];
         put?: never;
         post?: never;
         delete?: never;
@@ -199,7 +199,7 @@ export interface paths {
             cookie?: never;
         };
         /** A job: state, progress, result, error */
-        get: operations["job_get_job_389a1f35"];
+        get: operations["job_get_job"];
         put?: never;
         post?: never;
         delete?: never;
@@ -218,7 +218,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Cancel a queued or running job */
-        post: operations["job_cancel_d908cf5d"];
+        post: operations["job_cancel"];
         delete?: never;
         options?: never;
         head?: never;
@@ -233,7 +233,7 @@ export interface paths {
             cookie?: never;
         };
         /** The job's events as Server-Sent Events (Last-Event-ID honoured) */
-        get: operations["job_events_7f989142"];
+        get: operations["job_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -250,7 +250,7 @@ export interface paths {
             cookie?: never;
         };
         /** Download a batch prediction's CSV */
-        get: operations["job_output_d6fbd61a"];
+        get: operations["job_output"];
         put?: never;
         post?: never;
         delete?: never;
@@ -269,7 +269,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Predict every row of a dataset into a CSV */
-        post: operations["job_batch_predict_bd753f8d"];
+        post: operations["job_batch_predict"];
         delete?: never;
         options?: never;
         head?: never;
@@ -286,7 +286,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Train a tabular model on a dataset */
-        post: operations["job_train_fe471fdc"];
+        post: operations["job_train"];
         delete?: never;
         options?: never;
         head?: never;
@@ -301,7 +301,7 @@ export interface paths {
             cookie?: never;
         };
         /** Who the caller is */
-        get: operations["me_me_ad9a182b"];
+        get: operations["me_me"];
         put?: never;
         post?: never;
         delete?: never;
@@ -318,10 +318,10 @@ export interface paths {
             cookie?: never;
         };
         /** Models the caller can see */
-        get: operations["model_list_models_56ebad14"];
+        get: operations["model_list_models"];
         put?: never;
         /** Create a model (maintainer+) */
-        post: operations["model_create_model_bbb61202"];
+        post: operations["model_create_model"];
         delete?: never;
         options?: never;
         head?: never;
@@ -336,14 +336,14 @@ export interface paths {
             cookie?: never;
         };
         /** One model */
-        get: operations["model_get_model_a998b44a"];
+        get: operations["model_get_model"];
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
         /** Serving config, description, visibility, sharing */
-        patch: operations["model_patch_model_023fb3a9"];
+        patch: operations["model_patch_model"];
         trace?: never;
     };
     "/api/v1/models/{name}/feedback": {
@@ -356,7 +356,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Ground truth for recorded predictions (all or nothing) */
-        post: operations["monitoring_feedback_d66f6dc1"];
+        post: operations["monitoring_feedback"];
         delete?: never;
         options?: never;
         head?: never;
@@ -371,7 +371,7 @@ export interface paths {
             cookie?: never;
         };
         /** Promotion history, newest first */
-        get: operations["model_history_f0081343"];
+        get: operations["model_history"];
         put?: never;
         post?: never;
         delete?: never;
@@ -388,7 +388,7 @@ export interface paths {
             cookie?: never;
         };
         /** Drift, predictions, live accuracy, request rate, latency and errors over a window */
-        get: operations["monitoring_summary_ba44280a"];
+        get: operations["monitoring_summary"];
         put?: never;
         post?: never;
         delete?: never;
@@ -407,7 +407,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Check drift now (owner or admin); stores a report per version, publishes drift events */
-        post: operations["monitoring_check_289a2dab"];
+        post: operations["monitoring_check"];
         delete?: never;
         options?: never;
         head?: never;
@@ -422,14 +422,14 @@ export interface paths {
             cookie?: never;
         };
         /** Sample rate and drift threshold of a model */
-        get: operations["monitoring_get_config_cb4c0643"];
+        get: operations["monitoring_get_config"];
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
         /** Set (or with null reset to the default) the sample rate and drift threshold */
-        patch: operations["monitoring_patch_config_cd0577be"];
+        patch: operations["monitoring_patch_config"];
         trace?: never;
     };
     "/api/v1/models/{name}/predict": {
@@ -442,7 +442,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Run a model on JSON inputs (batched) */
-        post: operations["predict_predict_442101ee"];
+        post: operations["predict_predict"];
         delete?: never;
         options?: never;
         head?: never;
@@ -459,7 +459,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Move production back to the previous production version (409 when there is none) */
-        post: operations["model_rollback_dd096a1b"];
+        post: operations["model_rollback"];
         delete?: never;
         options?: never;
         head?: never;
@@ -474,10 +474,10 @@ export interface paths {
             cookie?: never;
         };
         /** Versions of a model */
-        get: operations["model_list_versions_513fc96b"];
+        get: operations["model_list_versions"];
         put?: never;
         /** Publish version N+1 (multipart) */
-        post: operations["model_publish_cfc1e8ad"];
+        post: operations["model_publish"];
         delete?: never;
         options?: never;
         head?: never;
@@ -492,7 +492,7 @@ export interface paths {
             cookie?: never;
         };
         /** One version */
-        get: operations["model_get_version_5f27b7f6"];
+        get: operations["model_get_version"];
         put?: never;
         post?: never;
         delete?: never;
@@ -511,7 +511,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Move a version to a stage */
-        post: operations["model_promote_c4dd3a18"];
+        post: operations["model_promote"];
         delete?: never;
         options?: never;
         head?: never;
@@ -526,7 +526,7 @@ export interface paths {
             cookie?: never;
         };
         /** The newest drift reports past their threshold on visible models (also live on user:<owner>) */
-        get: operations["monitoringoverview_alerts_623cfc3c"];
+        get: operations["monitoringoverview_alerts"];
         put?: never;
         post?: never;
         delete?: never;
@@ -543,7 +543,7 @@ export interface paths {
             cookie?: never;
         };
         /** Requests per second of each visible model over the last minute or two */
-        get: operations["monitoringoverview_traffic_25f4c08d"];
+        get: operations["monitoringoverview_traffic"];
         put?: never;
         post?: never;
         delete?: never;
@@ -562,7 +562,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** A single-use websocket ticket, valid 30 seconds */
-        post: operations["realtimeticket_ticket_c62f4eb9"];
+        post: operations["realtimeticket_ticket"];
         delete?: never;
         options?: never;
         head?: never;
@@ -577,7 +577,7 @@ export interface paths {
             cookie?: never;
         };
         /** Live Celery workers (admin) */
-        get: operations["system_workers_ff1525cc"];
+        get: operations["system_workers"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1048,7 +1048,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    architecture_list_architectures_14e8fb51: {
+    architecture_list_architectures: {
         parameters: {
             query?: never;
             header?: never;
@@ -1070,7 +1070,7 @@ export interface operations {
             };
         };
     };
-    architecture_state_dict_a8341366: {
+    architecture_state_dict: {
         parameters: {
             query?: {
                 config?: string;
@@ -1094,7 +1094,7 @@ export interface operations {
             };
         };
     };
-    architecture_state_dict_post_bea1ed2d: {
+    architecture_state_dict_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -1120,7 +1120,7 @@ export interface operations {
             };
         };
     };
-    apikey_list_9565d753: {
+    apikey_list: {
         parameters: {
             query?: never;
             header?: never;
@@ -1140,7 +1140,7 @@ export interface operations {
             };
         };
     };
-    apikey_create_5caa9304: {
+    apikey_create: {
         parameters: {
             query?: never;
             header?: never;
@@ -1164,7 +1164,7 @@ export interface operations {
             };
         };
     };
-    apikey_revoke_f9a7cf2b: {
+    apikey_revoke: {
         parameters: {
             query?: never;
             header?: never;
@@ -1184,7 +1184,7 @@ export interface operations {
             };
         };
     };
-    auth_token_obtain_9557d8ef: {
+    auth_token_obtain: {
         parameters: {
             query?: never;
             header?: never;
@@ -1208,7 +1208,7 @@ export interface operations {
             };
         };
     };
-    auth_token_refresh_e4b7bca3: {
+    auth_token_refresh: {
         parameters: {
             query?: never;
             header?: never;
@@ -1232,7 +1232,7 @@ export interface operations {
             };
         };
     };
-    auth_token_revoke_cb68262f: {
+    auth_token_revoke: {
         parameters: {
             query?: never;
             header?: never;
@@ -1254,7 +1254,7 @@ export interface operations {
             };
         };
     };
-    dataset_list_datasets_9df646e6: {
+    dataset_list_datasets: {
         parameters: {
             query?: never;
             header?: never;
@@ -1274,7 +1274,7 @@ export interface operations {
             };
         };
     };
-    dataset_upload_612248c0: {
+    dataset_upload: {
         parameters: {
             query?: never;
             header?: never;
@@ -1304,7 +1304,7 @@ export interface operations {
             };
         };
     };
-    dataset_get_dataset_c02d6d09: {
+    dataset_get_dataset: {
         parameters: {
             query?: never;
             header?: never;
@@ -1326,7 +1326,7 @@ export interface operations {
             };
         };
     };
-    dataset_delete_64f88e9b: {
+    dataset_delete: {
         parameters: {
             query?: never;
             header?: never;
@@ -1346,7 +1346,7 @@ export interface operations {
             };
         };
     };
-    dataset_preview_b8c8157c: {
+    dataset_preview: {
         parameters: {
             query?: {
                 rows?: number;
@@ -1372,7 +1372,7 @@ export interface operations {
             };
         };
     };
-    job_list_jobs_40aa8d7d: {
+    job_list_jobs: {
         parameters: {
             query?: {
                 limit?: number;
@@ -1397,7 +1397,7 @@ export interface operations {
             };
         };
     };
-    job_get_job_389a1f35: {
+    job_get_job: {
         parameters: {
             query?: never;
             header?: never;
@@ -1421,7 +1421,7 @@ export interface operations {
             };
         };
     };
-    job_cancel_d908cf5d: {
+    job_cancel: {
         parameters: {
             query?: never;
             header?: never;
@@ -1445,7 +1445,7 @@ export interface operations {
             };
         };
     };
-    job_events_7f989142: {
+    job_events: {
         parameters: {
             query?: never;
             header?: never;
@@ -1465,7 +1465,7 @@ export interface operations {
             };
         };
     };
-    job_output_d6fbd61a: {
+    job_output: {
         parameters: {
             query?: never;
             header?: never;
@@ -1485,7 +1485,7 @@ export interface operations {
             };
         };
     };
-    job_batch_predict_bd753f8d: {
+    job_batch_predict: {
         parameters: {
             query?: never;
             header?: never;
@@ -1511,7 +1511,7 @@ export interface operations {
             };
         };
     };
-    job_train_fe471fdc: {
+    job_train: {
         parameters: {
             query?: never;
             header?: never;
@@ -1537,7 +1537,7 @@ export interface operations {
             };
         };
     };
-    me_me_ad9a182b: {
+    me_me: {
         parameters: {
             query?: never;
             header?: never;
@@ -1557,7 +1557,7 @@ export interface operations {
             };
         };
     };
-    model_list_models_56ebad14: {
+    model_list_models: {
         parameters: {
             query?: never;
             header?: never;
@@ -1577,7 +1577,7 @@ export interface operations {
             };
         };
     };
-    model_create_model_bbb61202: {
+    model_create_model: {
         parameters: {
             query?: never;
             header?: never;
@@ -1601,7 +1601,7 @@ export interface operations {
             };
         };
     };
-    model_get_model_a998b44a: {
+    model_get_model: {
         parameters: {
             query?: never;
             header?: never;
@@ -1623,7 +1623,7 @@ export interface operations {
             };
         };
     };
-    model_patch_model_023fb3a9: {
+    model_patch_model: {
         parameters: {
             query?: never;
             header?: never;
@@ -1649,7 +1649,7 @@ export interface operations {
             };
         };
     };
-    monitoring_feedback_d66f6dc1: {
+    monitoring_feedback: {
         parameters: {
             query?: never;
             header?: never;
@@ -1677,7 +1677,7 @@ export interface operations {
             };
         };
     };
-    model_history_f0081343: {
+    model_history: {
         parameters: {
             query?: {
                 limit?: number;
@@ -1701,7 +1701,7 @@ export interface operations {
             };
         };
     };
-    monitoring_summary_ba44280a: {
+    monitoring_summary: {
         parameters: {
             query?: {
                 version?: number | null;
@@ -1728,7 +1728,7 @@ export interface operations {
             };
         };
     };
-    monitoring_check_289a2dab: {
+    monitoring_check: {
         parameters: {
             query?: {
                 version?: number | null;
@@ -1755,7 +1755,7 @@ export interface operations {
             };
         };
     };
-    monitoring_get_config_cb4c0643: {
+    monitoring_get_config: {
         parameters: {
             query?: never;
             header?: never;
@@ -1779,7 +1779,7 @@ export interface operations {
             };
         };
     };
-    monitoring_patch_config_cd0577be: {
+    monitoring_patch_config: {
         parameters: {
             query?: never;
             header?: never;
@@ -1807,7 +1807,7 @@ export interface operations {
             };
         };
     };
-    predict_predict_442101ee: {
+    predict_predict: {
         parameters: {
             query?: {
                 version?: number | null;
@@ -1835,7 +1835,7 @@ export interface operations {
             };
         };
     };
-    model_rollback_dd096a1b: {
+    model_rollback: {
         parameters: {
             query?: never;
             header?: never;
@@ -1861,7 +1861,7 @@ export interface operations {
             };
         };
     };
-    model_list_versions_513fc96b: {
+    model_list_versions: {
         parameters: {
             query?: never;
             header?: never;
@@ -1883,7 +1883,7 @@ export interface operations {
             };
         };
     };
-    model_publish_cfc1e8ad: {
+    model_publish: {
         parameters: {
             query?: never;
             header?: never;
@@ -1917,7 +1917,7 @@ export interface operations {
             };
         };
     };
-    model_get_version_5f27b7f6: {
+    model_get_version: {
         parameters: {
             query?: never;
             header?: never;
@@ -1940,7 +1940,7 @@ export interface operations {
             };
         };
     };
-    model_promote_c4dd3a18: {
+    model_promote: {
         parameters: {
             query?: never;
             header?: never;
@@ -1967,7 +1967,7 @@ export interface operations {
             };
         };
     };
-    monitoringoverview_alerts_623cfc3c: {
+    monitoringoverview_alerts: {
         parameters: {
             query?: {
                 limit?: number;
@@ -1991,7 +1991,7 @@ export interface operations {
             };
         };
     };
-    monitoringoverview_traffic_25f4c08d: {
+    monitoringoverview_traffic: {
         parameters: {
             query?: never;
             header?: never;
@@ -2013,7 +2013,7 @@ export interface operations {
             };
         };
     };
-    realtimeticket_ticket_c62f4eb9: {
+    realtimeticket_ticket: {
         parameters: {
             query?: never;
             header?: never;
@@ -2035,7 +2035,7 @@ export interface operations {
             };
         };
     };
-    system_workers_ff1525cc: {
+    system_workers: {
         parameters: {
             query?: never;
             header?: never;
