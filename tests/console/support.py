@@ -87,10 +87,12 @@ def start_console(api_url: str, *, port: int | None = None, secret: str | None =
 
 
 @contextmanager
-def console_stack(service_env: dict[str, str], extra_env: dict[str, str] | None = None) -> Iterator[tuple[Server, Console]]:
+def console_stack(service_env: dict[str, str],
+                  extra_env: dict[str, str] | None = None) -> Iterator[tuple[Server, Console]]:
     """uvicorn (the public origin) and the console server behind it, each on a free port."""
     console_port = free_port()
-    server = start_uvicorn({**service_env, **(extra_env or {}), "TORCHWIRE_CONSOLE_URL": f"http://127.0.0.1:{console_port}"})
+    bridge = {"TORCHWIRE_CONSOLE_URL": f"http://127.0.0.1:{console_port}"}
+    server = start_uvicorn({**service_env, **(extra_env or {}), **bridge})
     try:
         console = start_console(server.url, port=console_port)
         try:
