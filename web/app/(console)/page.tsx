@@ -15,7 +15,7 @@ export const metadata: Metadata = { title: "Overview" };
 
 function CardSkeleton() {
   return (
-    <div className="grid gap-2" aria-label="Loading">
+    <div className="grid gap-2" role="status" aria-label="Loading">
       <Skeleton className="h-5 w-2/3" />
       <Skeleton className="h-5 w-1/2" />
       <Skeleton className="h-5 w-3/4" />

@@ -2,7 +2,7 @@
 
 import { Activity } from "lucide-react";
 import { useRouter } from "next/navigation";
-import { useEffect, useRef } from "react";
+import { useEffect, useRef, useState } from "react";
 
 import { useTopic } from "@/components/realtime/use-topic";
 import { Badge } from "@/components/ui/badge";
@@ -15,10 +15,12 @@ export function LiveServing({ model, production }: { model: string; production: 
   const router = useRouter();
   const live = useModelLive((s) => s.models[model] ?? EMPTY_LIVE);
   const refresh = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const [listening, setListening] = useState(false);
   useEffect(() => () => {
     if (refresh.current) clearTimeout(refresh.current);
   }, []);
   useTopic(`model:${model}`, {
+    onSubscribed: () => setListening(true),
     onEvent: (event) => {
       useModelLive.getState().apply(model, event);
       if (REFRESHING_TYPES.has(event.type)) {
@@ -31,7 +33,7 @@ export function LiveServing({ model, production }: { model: string; production: 
   });
   const swaps = Object.values(live.swaps).sort((a, b) => b.at - a.at);
   return (
-    <Card aria-labelledby="live-title">
+    <Card aria-labelledby="live-title" data-live={listening ? "subscribed" : "connecting"}>
       <CardHeader>
         <div>
           <CardTitle id="live-title" className="flex items-center gap-2">
@@ -41,6 +43,7 @@ export function LiveServing({ model, production }: { model: string; production: 
             {production !== null ? `Calls without a version go to version ${production}.` : "No version is in production: calls must name a version."}
           </CardDescription>
         </div>
+        {listening ? <Badge variant="success">live</Badge> : null}
       </CardHeader>
       <CardContent className="grid grid-cols-1 gap-3">
         {swaps.length ? (

@@ -36,7 +36,7 @@ export function ModelTraffic({ models, initial }: { models: Model[]; initial: Tr
   if (models.length === 0) {
     return (
       <EmptyState title="No models yet">
-        <Link className="text-primary underline-offset-4 hover:underline" href="/models">
+        <Link className="text-primary underline underline-offset-4" href="/models">
           Create one
         </Link>{" "}
         or train one from a dataset.

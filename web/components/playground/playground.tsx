@@ -12,7 +12,7 @@ import { CopyButton } from "@/components/ui/copy-button";
 import { Field } from "@/components/ui/field";
 import { NativeSelect, Textarea } from "@/components/ui/input";
 import { ErrorState } from "@/components/ui/states";
-import { Tabs, TabsList, TabsTrigger } from "@/components/ui/tabs";
+import { Segmented } from "@/components/ui/segmented";
 import { apiResponse } from "@/lib/api/client";
 import { ApiError, parseErrorBody } from "@/lib/api/errors";
 import type { Model, ModelVersion, Signature } from "@/lib/api/types";
@@ -137,15 +137,7 @@ export function Playground({ model, versions }: { model: Model; versions: ModelV
               ))}
             </NativeSelect>
           </Field>
-          <Tabs value={protocol} onValueChange={(value) => setProtocol(value as Protocol)}>
-            <TabsList aria-label="Protocol">
-              {PROTOCOLS.map((p) => (
-                <TabsTrigger key={p.value} value={p.value}>
-                  {p.label}
-                </TabsTrigger>
-              ))}
-            </TabsList>
-          </Tabs>
+          <Segmented label="Protocol" value={protocol} onValueChange={setProtocol} options={PROTOCOLS} />
           <InputForm signature={signature} inputs={inputs} onChange={(next) => { setInputs(next); setEditedText(null); }} />
           <Field
             id="pg-body"

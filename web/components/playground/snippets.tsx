@@ -4,7 +4,7 @@ import { useState } from "react";
 
 import { Card, CardContent, CardHeader, CardTitle } from "@/components/ui/card";
 import { CopyButton } from "@/components/ui/copy-button";
-import { Tabs, TabsList, TabsTrigger } from "@/components/ui/tabs";
+import { Segmented } from "@/components/ui/segmented";
 import type { Signature } from "@/lib/api/types";
 import { useOrigin } from "@/lib/clock";
 import { restBody, v2Body, type InputValues, type Protocol } from "@/lib/playground/requests";
@@ -42,16 +42,19 @@ export function Snippets({ model, version, protocol, signature, inputs, bodyText
         <CopyButton value={text} label={`Copy as ${names[kind]}`} />
       </CardHeader>
       <CardContent className="grid grid-cols-1 gap-3">
-        <Tabs value={kind} onValueChange={(value) => setKind(value as Kind)}>
-          <TabsList aria-label="Snippet language">
-            <TabsTrigger value="curl">curl</TabsTrigger>
-            <TabsTrigger value="python">Python</TabsTrigger>
-            <TabsTrigger value="triton">tritonclient</TabsTrigger>
-          </TabsList>
-        </Tabs>
+        <Segmented
+          label="Snippet language"
+          value={kind}
+          onValueChange={setKind}
+          options={[
+            { value: "curl", label: "curl" },
+            { value: "python", label: "Python" },
+            { value: "triton", label: "tritonclient" },
+          ]}
+        />
         <p className="text-xs text-muted-foreground">
           {protocol === "ws" && kind !== "triton" ? "Websockets have no one-line client; this is the same call over " + (http === "rest" ? "REST" : "V2") + ". " : ""}
-          Set <code className="font-mono">TORCHWIRE_TOKEN</code> to an API key (from <a className="text-primary underline-offset-4 hover:underline" href="/keys">API keys</a>).
+          Set <code className="font-mono">TORCHWIRE_TOKEN</code> to an API key (from <a className="text-primary underline underline-offset-4" href="/keys">API keys</a>).
         </p>
         <pre className="max-h-80 overflow-auto rounded-md bg-muted p-3 font-mono text-xs" data-testid="snippet" tabIndex={0}>
           {text}

@@ -35,6 +35,7 @@ export function PublishForm({ model, architectures, initialArchitecture, initial
   const [configText, setConfigText] = useState<ConfigText>(() => configToText(schema, initialConfig));
   const config = useMemo(() => textToConfig(schema, configText), [schema, configText]);
   const configKey = JSON.stringify([architecture, config]);
+  const missing = (schema.required ?? []).filter((key) => !(key in config));
   const [expected, setExpected] = useState<Expected>({ state: "loading" });
   const [signature, setSignature] = useState("");
   const [file, setFile] = useState<File | null>(null);
@@ -47,7 +48,7 @@ export function PublishForm({ model, architectures, initialArchitecture, initial
 
   // The tensors this architecture and config need, from the server (debounced while typing).
   useEffect(() => {
-    if (!architecture) return;
+    if (!architecture || missing.length) return;
     const controller = new AbortController();
     const timer = setTimeout(async () => {
       setExpected({ state: "loading" });
@@ -64,9 +65,9 @@ export function PublishForm({ model, architectures, initialArchitecture, initial
       clearTimeout(timer);
       controller.abort();
     };
-  }, [architecture, configKey]);
+  }, [architecture, configKey, missing.length]);
 
-  const comparison = header?.ok && expected.state === "ok" ? compareTensors(header.tensors, expected.value.tensors) : null;
+  const comparison = header?.ok && !missing.length && expected.state === "ok" ? compareTensors(header.tensors, expected.value.tensors) : null;
   const problems = comparison ? describeComparison(comparison) : [];
 
   async function choose(chosen: File | null) {
@@ -133,7 +134,8 @@ export function PublishForm({ model, architectures, initialArchitecture, initial
               ))}
             </NativeSelect>
           </Field>
-          <ConfigForm schema={schema} text={configText} onChange={setConfigText} error={expected.state === "error" ? expected.error.message : null} />
+          <ConfigForm schema={schema} text={configText} onChange={setConfigText} error={!missing.length && expected.state === "error" ? expected.error.message : null} />
+          {missing.length ? <p className="text-sm text-muted-foreground">Fill in {missing.join(", ")} to see the tensors this config needs.</p> : null}
           <details className="text-sm">
             <summary className="cursor-pointer font-medium">Custom signature (optional)</summary>
             <div className="mt-2 grid gap-2">
@@ -189,7 +191,8 @@ export function PublishForm({ model, architectures, initialArchitecture, initial
 
           <div aria-live="polite" className="grid grid-cols-1 gap-3">
             {header && !header.ok ? <ErrorState error={{ status: 0, message: header.error, requestId: null }} title="This is not a usable safetensors file" /> : null}
-            {header?.ok && expected.state === "loading" ? <p className="text-sm text-muted-foreground">Checking against the architecture…</p> : null}
+            {header?.ok && missing.length ? <p className="text-sm text-muted-foreground">Fill in the architecture&apos;s required config to check the file.</p> : null}
+            {header?.ok && !missing.length && expected.state === "loading" ? <p className="text-sm text-muted-foreground">Checking against the architecture…</p> : null}
             {comparison?.ok ? (
               <p className="flex items-center gap-2 text-sm font-medium text-success" data-testid="check-ok">
                 <CheckCircle2 className="size-4" aria-hidden /> All {header?.ok ? header.tensors.length : 0} tensors match the architecture (names, shapes and dtypes).

@@ -16,6 +16,7 @@ export function useTopic(topic: string | null, listener: TopicListener, since: n
     return realtime().subscribe(
       topic,
       {
+        onSubscribed: () => ref.current.onSubscribed?.(),
         onEvent: (event) => ref.current.onEvent?.(event),
         onReset: (reset) => ref.current.onReset?.(reset),
         onError: (error) => ref.current.onError?.(error),

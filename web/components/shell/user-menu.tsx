@@ -32,8 +32,9 @@ export function UserMenu({ username, role, theme: initial }: { username: string;
   return (
     <DropdownMenu>
       <DropdownMenuTrigger asChild>
-        <Button variant="ghost" size="sm" className="gap-2" aria-label={`Account: ${username} (${role})`}>
+        <Button variant="ghost" size="sm" className="gap-2">
           <UserRound aria-hidden />
+          <span className="sr-only">Account menu of</span>
           <span className="hidden max-w-32 truncate sm:inline">{username}</span>
           <RoleBadge role={role} />
         </Button>

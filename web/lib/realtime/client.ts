@@ -30,6 +30,8 @@ export interface TopicError {
 }
 
 export interface TopicListener {
+  /** The server confirmed the subscription (after every (re)connect). */
+  onSubscribed?(): void;
   onEvent?(event: BusEvent): void;
   onReset?(reset: ResetMessage): void;
   onError?(error: TopicError): void;
@@ -281,6 +283,7 @@ export class RealtimeClient {
           } else if (!entry.position.epoch) {
             entry.position = { epoch, seq: entry.position.seq };
           }
+          for (const listener of [...entry.listeners]) listener.onSubscribed?.();
         }
         break;
       case "reset":

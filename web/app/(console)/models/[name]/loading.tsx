@@ -2,7 +2,7 @@ import { Skeleton } from "@/components/ui/skeleton";
 
 export default function Loading() {
   return (
-    <div className="grid grid-cols-1 gap-4" aria-busy="true" aria-label="Loading the model">
+    <div className="grid grid-cols-1 gap-4" role="status" aria-busy="true" aria-label="Loading the model">
       <Skeleton className="h-8 w-56" />
       <Skeleton className="h-4 w-80" />
       <Skeleton className="h-24 w-full" />

@@ -9,6 +9,11 @@ import { apiGet, enc, requireSession } from "@/lib/server/api";
 
 export const metadata: Metadata = { title: "Publish a version" };
 
+/** A model's first version: the plain MLP when the server has it (the common case), else the first listed. */
+function defaultArchitecture(architectures: Architecture[]): string {
+  return architectures.find((a) => a.name === "mlp")?.name ?? architectures[0]?.name ?? "";
+}
+
 export default async function PublishPage({ params }: { params: Promise<{ name: string }> }) {
   const session = await requireSession();
   const name = decodeURIComponent((await params).name);
@@ -37,7 +42,7 @@ export default async function PublishPage({ params }: { params: Promise<{ name: 
         <PublishForm
           model={name}
           architectures={architectures.data.architectures}
-          initialArchitecture={latest?.architecture || architectures.data.architectures[0]?.name || ""}
+          initialArchitecture={latest?.architecture || defaultArchitecture(architectures.data.architectures)}
           initialConfig={latest?.config ?? null}
         />
       ) : (
