@@ -655,8 +655,9 @@ class Launcher:
         # sends to a worker still starting is answered 502, and nginx would mark that worker down.
         self._wait_for_workers(workers)
         if config.console_port:
-            self._spawn(self._console_child(",".join(f"unix:{path}" for _, path in workers), secure=True))
-            self.endpoints.append(("127.0.0.1", config.console_port))
+            console = self._console_child(",".join(f"unix:{path}" for _, path in workers), secure=True)
+            self._spawn(console)
+            self._wait_for_console(console, config.console_port)
         # SIGQUIT: stop accepting, let requests in flight finish (worker_shutdown_timeout bounds it).
         site = layout.site
         self._spawn(Child("nginx", site.argv(layout.binary, "-g", "daemon off;"),
@@ -694,6 +695,18 @@ class Launcher:
         env = console_build.server_env(port=self.config.console_port, api_url=api_url, secret=secret,
                                        secure_cookies=secure)
         return Child("console", ["node", str(console_build.server_js())], stop_timeout=10, extra_env=env)
+
+    def _wait_for_console(self, child: Child, port: int, timeout: float = 60.0) -> None:
+        """nginx only once the console listens, as for the workers: else its first pages would be 502."""
+        deadline = time.monotonic() + timeout
+        while not _accepts(("127.0.0.1", port)):
+            self._check_stop()
+            code = child.poll()
+            if code is not None:
+                raise LauncherError(f"the console {_describe_exit(code)} before it listened on port {port}")
+            if time.monotonic() > deadline:
+                raise LauncherError(f"the console did not listen on port {port} within {timeout:g}s")
+            time.sleep(0.1)
 
     def _spawn(self, child: Child) -> None:
         child.start(self.env)
