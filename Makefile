@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run run-prod certs nginx-conf test lint migrate bench clean distclean \
-	console-build console-check console-types
+	console-build console-check console-types bench-console
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
@@ -64,6 +64,9 @@ lint: install ## ruff and mypy over the whole repository
 
 migrate: install ## Apply database migrations
 	$(PYTHON) manage.py migrate --noinput
+
+bench-console: console-build ## Measure the console's first-load JS per route and LCP (bench/CONSOLE.md)
+	$(PYTHON) bench/console.py
 
 bench: install ## Run the benchmarks in bench/run.py
 	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }

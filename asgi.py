@@ -25,6 +25,6 @@ django_app = ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else d
 http_app: ASGIApp = InferenceFastPath(django_app)
 if settings.CONSOLE_URL:
     # The console's pages, assets and route handlers: every path that is not the backend's.
-    http_app = ConsoleBridge(http_app, settings.CONSOLE_URL)
+    http_app = ConsoleBridge(http_app, settings.CONSOLE_URL, settings.CONSOLE_STATIC)
 
 application = LifespanApp(ProtocolTypeRouter({"http": http_app, "websocket": websocket_application}))

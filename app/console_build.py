@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import os
 import re
@@ -132,9 +133,22 @@ def ensure_built(web: Path = WEB_DIR, *, log: Callable[[str], None] = print, for
             shutil.rmtree(target, ignore_errors=True)
             if source.exists():
                 shutil.copytree(source, target)
+        _precompress(standalone / ".next" / "static")
         _stamp(web).write_text(digest)
     log("console: built")
     return True
+
+
+def static_dir(web: Path = WEB_DIR) -> Path:
+    """The build's assets (served at /_next/static/), with a .gz beside each script and stylesheet."""
+    return standalone_dir(web) / ".next" / "static"
+
+
+def _precompress(root: Path) -> None:
+    """gzip -9 copies for uvicorn's bridge and nginx's gzip_static: compressed once, not per request."""
+    for path in root.rglob("*"):
+        if path.suffix in (".js", ".css", ".json", ".svg", ".map") and path.is_file():
+            path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes(), 9, mtime=0))
 
 
 def server_env(*, port: int, api_url: str, secret: str, host: str = "127.0.0.1",

@@ -344,6 +344,7 @@ class NginxSite:
     trusted_proxies: list[str] = field(default_factory=list)
     # host:port of the console's server; empty: `location /` goes to the ASGI workers.
     console_upstreams: list[str] = field(default_factory=list)
+    console_static: Path = field(default_factory=console_build.static_dir)
     hsts_seconds: int = 31536000
 
     @classmethod
@@ -422,6 +423,7 @@ class NginxSite:
             "upload_timeout": self.upload_timeout,
             "stream_timeout": self.stream_timeout,
             "upstream_servers": "\n".join(servers),
+            "console_static": self.console_static,
             "console_servers": "\n".join(
                 [f"{indent}server {u} max_fails=1 fail_timeout=5s;" for u in self.console_upstreams] or servers),
             "http_listen": "\n".join(f"{indent}listen {_address(h, self.http_port)};" for h in self.listen_hosts),
@@ -603,6 +605,7 @@ class Launcher:
         if config.console_port:
             # uvicorn keeps the public port and forwards the console's paths to it (app/core/console.py).
             bridge["TORCHWIRE_CONSOLE_URL"] = f"http://127.0.0.1:{config.console_port}"
+            bridge["TORCHWIRE_CONSOLE_STATIC"] = str(console_build.static_dir())
             self._spawn(self._console_child(f"http://{_url_host(config.host)}:{config.port}"))
         web = [sys.executable, "-m", "uvicorn", "asgi:application", "--host", config.host]
         web += ["--port", str(config.port), "--lifespan", "on", "--no-server-header", "--proxy-headers"]

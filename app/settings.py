@@ -195,6 +195,8 @@ MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
 # The web console (web/): where uvicorn forwards the paths that are not the backend's (app/core/console.py).
 # The launcher sets it for `make run`; empty leaves those paths to Django (404).
 CONSOLE_URL = env("TORCHWIRE_CONSOLE_URL")
+# Its build assets (web/.next/standalone/.next/static), answered by uvicorn itself; empty: forwarded too.
+CONSOLE_STATIC = env("TORCHWIRE_CONSOLE_STATIC")
 
 # Datasets and jobs.
 MAX_DATASET_BYTES = env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024)

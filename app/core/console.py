@@ -7,6 +7,10 @@ standalone server on a private loopback port (``TORCHWIRE_CONSOLE_URL``). Websoc
 browser's websockets are the backend's ``/ws`` routes. Under `make run-prod` nginx routes by path instead
 and this bridge is off (docs/decisions.md says why uvicorn, not Next, holds the public port).
 
+The console's build assets (``/_next/static/``, content-hashed and immutable) are answered here from
+``TORCHWIRE_CONSOLE_STATIC`` when set (the launcher sets it), gzipped ahead of time by the build, rather
+than making every page load cross two processes and compress its scripts again each time.
+
 Bodies stream both ways without buffering (React streams server components as they render), the
 Host header is kept (the console checks Origin against it) and ``X-Forwarded-For``/``-Proto`` say who
 asked. A request Django would refuse before any view (a Host outside ALLOWED_HOSTS, plain HTTP under
@@ -15,10 +19,13 @@ SECURE_SSL_REDIRECT) is left to Django.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.cookiejar
 import logging
+import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +53,11 @@ UNAVAILABLE = (
 )
 
 
+STATIC_PREFIX = "/_next/static/"
+_TYPES = {".js": "application/javascript", ".css": "text/css", ".woff2": "font/woff2", ".json": "application/json",
+          ".map": "application/json", ".svg": "image/svg+xml"}
+
+
 def is_backend_path(path: str) -> bool:
     static = "/" + settings.STATIC_URL.strip("/") + "/"
     return path in BACKEND_PATHS or path.startswith(BACKEND_PREFIXES) or path.startswith(static) \
@@ -53,10 +65,13 @@ def is_backend_path(path: str) -> bool:
 
 
 class ConsoleBridge:
-    def __init__(self, app: ASGIApp, console_url: str) -> None:
+    def __init__(self, app: ASGIApp, console_url: str, static_dir: str = "") -> None:
         self.app = app
         self.console_url = console_url.rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        self.static_root = Path(static_dir).resolve() if static_dir else None
+        # Build assets never change under a name (the name is their hash): read each once.
+        self._static: dict[Path, bytes] = {}
 
     def client(self) -> httpx.AsyncClient:
         # Made on first use, on the server's event loop (an AsyncClient is bound to the loop it runs on).
@@ -82,7 +97,41 @@ class ConsoleBridge:
         if scope["type"] != "http" or is_backend_path(scope["path"]) or not self._django_would_serve(scope):
             await self.app(scope, receive, send)
             return
+        static = self.static_root is not None and scope["path"].startswith(STATIC_PREFIX)
+        if static and scope["method"] in ("GET", "HEAD"):
+            await self._static_file(scope, send)
+            return
         await self._forward(scope, receive, send)
+
+    async def _read(self, path: Path) -> bytes | None:
+        if path not in self._static:
+            try:
+                self._static[path] = await asyncio.to_thread(path.read_bytes)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+                return None
+        return self._static[path]
+
+    async def _static_file(self, scope: Scope, send: Send) -> None:
+        assert self.static_root is not None
+        name = scope["path"][len(STATIC_PREFIX):]
+        path = (self.static_root / name).resolve()
+        if not name or ".." in name.split("/") or not path.is_relative_to(self.static_root) or path.suffix == ".gz":
+            await _answer(send, 404, b"not found", [(b"content-type", b"text/plain")])
+            return
+        accepts = next((v for k, v in scope["headers"] if k == b"accept-encoding"), b"")
+        body = await self._read(path.with_name(path.name + ".gz")) if b"gzip" in accepts else None
+        gzipped = body is not None
+        if body is None:
+            body = await self._read(path)
+        if body is None:
+            await _answer(send, 404, b"not found", [(b"content-type", b"text/plain")])
+            return
+        kind = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        headers = [(b"content-type", kind.encode()), (b"cache-control", b"public, max-age=31536000, immutable"),
+                   (b"vary", b"Accept-Encoding"), (b"x-content-type-options", b"nosniff")]
+        if gzipped:
+            headers.append((b"content-encoding", b"gzip"))
+        await _answer(send, 200, b"" if scope["method"] == "HEAD" else body, headers, length=len(body))
 
     def _django_would_serve(self, scope: Scope) -> bool:
         """False where Django refuses or redirects before any view runs; those requests go to Django."""
@@ -141,8 +190,10 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                  length: int | None = None) -> None:
     with contextlib.suppress(OSError):
+        size = len(body) if length is None else length
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                    "headers": [*headers, (b"content-length", str(size).encode())]})
         await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -3,6 +3,7 @@ console's server, streaming, with the Host kept; the backend's paths never reach
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -63,9 +64,25 @@ def console_upstream() -> Iterator[str]:
     httpd.shutdown()
 
 
+SCRIPT = b"console.log('the console');" * 50
+
+
 @pytest.fixture(scope="module")
-def bridged(service_env: dict[str, str], console_upstream: str) -> Iterator[Server]:
-    server = start_uvicorn({**service_env, "TORCHWIRE_CONSOLE_URL": console_upstream})
+def static_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("static")
+    (root / "chunks").mkdir()
+    (root / "chunks" / "app.js").write_bytes(SCRIPT)
+    (root / "chunks" / "app.js.gz").write_bytes(gzip.compress(SCRIPT))
+    (root / "media").mkdir()
+    (root / "media" / "font.woff2").write_bytes(b"wOF2 font")
+    (root.parent / "secret.txt").write_text("outside the static root")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def bridged(service_env: dict[str, str], console_upstream: str, static_dir: str) -> Iterator[Server]:
+    server = start_uvicorn({**service_env, "TORCHWIRE_CONSOLE_URL": console_upstream,
+                            "TORCHWIRE_CONSOLE_STATIC": static_dir})
     yield server
     server.stop()
 
@@ -92,7 +109,26 @@ def test_console_paths_are_forwarded_with_host_and_client(bridged: Server) -> No
         posted = client.post("/session/login", json={"username": "u"}, headers={"Origin": bridged.url})
         assert posted.json()["method"] == "POST" and json.loads(posted.json()["body"]) == {"username": "u"}
         assert client.get("/").json()["path"] == "/"
-        assert client.get("/_next/static/chunks/app.js").json()["path"] == "/_next/static/chunks/app.js"
+        # Other /_next paths (image optimisation, data) are the console's.
+        assert client.get("/_next/image?url=x").json()["path"] == "/_next/image?url=x"
+
+
+def test_build_assets_are_answered_by_uvicorn_gzipped_and_immutable(bridged: Server) -> None:
+    with httpx.Client(base_url=bridged.url, timeout=10) as client:
+        script = client.get("/_next/static/chunks/app.js", headers={"Accept-Encoding": "gzip"})
+        assert script.status_code == 200 and script.content == SCRIPT
+        assert script.headers["content-encoding"] == "gzip"
+        assert script.headers["content-type"] == "application/javascript"
+        assert script.headers["cache-control"] == "public, max-age=31536000, immutable"
+        plain = client.get("/_next/static/chunks/app.js", headers={"Accept-Encoding": "identity"})
+        assert plain.content == SCRIPT and "content-encoding" not in plain.headers
+        font = client.get("/_next/static/media/font.woff2")
+        assert font.content == b"wOF2 font" and font.headers["content-type"] == "font/woff2"
+        for path in ("/_next/static/chunks/missing.js", "/_next/static/chunks/app.js.gz", "/_next/static/",
+                     "/_next/static/..%2Fsecret.txt", "/_next/static/%2e%2e/secret.txt"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert b"outside" not in response.content
 
 
 def test_backend_paths_stay_with_the_backend(bridged: Server) -> None:

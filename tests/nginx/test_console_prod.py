@@ -36,6 +36,12 @@ def test_console_behind_nginx(launched: LaunchedProd) -> None:
         # nginx's security headers, once each (the console's own copies are hidden).
         assert login.headers.get_list("x-frame-options") == ["DENY"]
         assert login.headers["strict-transport-security"].startswith("max-age=")
+        # Build assets come from disk through nginx, gzipped by the build, cached for good.
+        script = re.search(r'src="(/_next/static/chunks/[^"]+\.js)"', login.text)
+        assert script is not None, login.text[:2000]
+        asset = client.get(script.group(1), headers={"Accept-Encoding": "gzip"})
+        assert asset.status_code == 200 and asset.headers["content-encoding"] == "gzip"
+        assert "immutable" in asset.headers["cache-control"]
 
         password = (launched.var_dir / "admin-password.txt").read_text().strip()
         refused = client.post("/session/login", json={"username": "admin", "password": password},

@@ -50,6 +50,7 @@ export default async function OverviewPage() {
         <h1 className="text-2xl font-semibold tracking-tight">Overview</h1>
         <p className="text-sm text-muted-foreground">The service, your models and your jobs, live.</p>
       </div>
+      {/* Readiness waits up to its checks' timeout when a dependency is down: it streams in on its own. */}
       <Suspense fallback={<Card><CardContent className="pt-4"><CardSkeleton /></CardContent></Card>}>
         <ReadinessCard />
       </Suspense>
@@ -60,9 +61,7 @@ export default async function OverviewPage() {
             <CardDescription>Production version and requests per second over the last minute.</CardDescription>
           </CardHeader>
           <CardContent>
-            <Suspense fallback={<CardSkeleton />}>
-              <ModelsSection />
-            </Suspense>
+            <ModelsSection />
           </CardContent>
         </Card>
         <Card aria-labelledby="jobs-title">
@@ -70,9 +69,7 @@ export default async function OverviewPage() {
             <CardTitle id="jobs-title">Your recent jobs</CardTitle>
           </CardHeader>
           <CardContent>
-            <Suspense fallback={<CardSkeleton />}>
-              <JobsSection username={username} />
-            </Suspense>
+            <JobsSection username={username} />
           </CardContent>
         </Card>
         <Card aria-labelledby="alerts-title">
@@ -80,9 +77,7 @@ export default async function OverviewPage() {
             <CardTitle id="alerts-title">Drift alerts</CardTitle>
           </CardHeader>
           <CardContent>
-            <Suspense fallback={<CardSkeleton />}>
-              <AlertsSection username={username} />
-            </Suspense>
+            <AlertsSection username={username} />
           </CardContent>
         </Card>
       </div>

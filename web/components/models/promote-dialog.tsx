@@ -15,10 +15,10 @@ import { toast } from "@/lib/stores/toast";
 const STAGES = ["production", "staging", "archived"] as const;
 
 /** Promotion with a confirmation: the stage, a reason for the history, and what it will do. */
-export function PromoteDialog({ model, version, stage }: { model: string; version: number; stage: string }) {
+export function PromoteDialog({ model, version, stage, defaultOpen = false }: { model: string; version: number; stage: string; defaultOpen?: boolean }) {
   const router = useRouter();
   const choices = STAGES.filter((s) => s !== stage);
-  const [open, setOpen] = useState(false);
+  const [open, setOpen] = useState(defaultOpen);
   const [target, setTarget] = useState<string>(choices[0] ?? "production");
   const [reason, setReason] = useState("");
   const [busy, setBusy] = useState(false);

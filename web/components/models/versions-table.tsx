@@ -1,4 +1,4 @@
-import { PromoteDialog } from "@/components/models/promote-dialog";
+import { PromoteControl } from "@/components/models/promote-control";
 import { StageBadge } from "@/components/models/stage-badge";
 import { CopyButton } from "@/components/ui/copy-button";
 import { EmptyState } from "@/components/ui/states";
@@ -74,7 +74,7 @@ export function VersionsTable({ model, versions, canManage }: { model: string; v
             </TableCell>
             {canManage ? (
               <TableCell className="text-right">
-                <PromoteDialog model={model} version={v.version} stage={v.stage} />
+                <PromoteControl model={model} version={v.version} stage={v.stage} />
               </TableCell>
             ) : null}
           </TableRow>

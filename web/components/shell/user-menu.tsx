@@ -4,13 +4,13 @@ import { LogOut, Monitor, Moon, Sun, UserRound } from "lucide-react";
 import { useState } from "react";
 
 import { RoleBadge } from "@/components/shell/role-badge";
-import { Button } from "@/components/ui/button";
+import { buttonVariants } from "@/components/ui/button";
 import {
   DropdownMenu,
   DropdownMenuContent,
+  DropdownMenuGroup,
   DropdownMenuItem,
   DropdownMenuLabel,
-  DropdownMenuRadioGroup,
   DropdownMenuRadioItem,
   DropdownMenuSeparator,
   DropdownMenuTrigger,
@@ -27,41 +27,42 @@ function applyTheme(theme: Theme) {
   document.cookie = theme === "system" ? "tw_theme=; path=/; max-age=0; samesite=lax" : `tw_theme=${theme}; path=/; max-age=31536000; samesite=lax`;
 }
 
+const THEMES = [
+  { value: "system", label: "System", Icon: Monitor },
+  { value: "light", label: "Light", Icon: Sun },
+  { value: "dark", label: "Dark", Icon: Moon },
+] as const;
+
 export function UserMenu({ username, role, theme: initial }: { username: string; role: string; theme: Theme }) {
   const [theme, setTheme] = useState<Theme>(initial);
   return (
     <DropdownMenu>
-      <DropdownMenuTrigger asChild>
-        <Button variant="ghost" size="sm" className="gap-2">
-          <UserRound aria-hidden />
-          <span className="sr-only">Account menu of</span>
-          <span className="hidden max-w-32 truncate sm:inline">{username}</span>
-          <RoleBadge role={role} />
-        </Button>
+      <DropdownMenuTrigger className={buttonVariants({ variant: "ghost", size: "sm", className: "gap-2" })}>
+        <UserRound aria-hidden />
+        <span className="sr-only">Account menu of</span>
+        <span className="hidden max-w-32 truncate sm:inline">{username}</span>
+        <RoleBadge role={role} />
       </DropdownMenuTrigger>
-      <DropdownMenuContent align="end">
+      <DropdownMenuContent label="Account">
         <DropdownMenuLabel>
           Signed in as <span className="font-semibold text-foreground">{username}</span>
         </DropdownMenuLabel>
         <DropdownMenuSeparator />
-        <DropdownMenuLabel>Theme</DropdownMenuLabel>
-        <DropdownMenuRadioGroup
-          value={theme}
-          onValueChange={(value) => {
-            setTheme(value as Theme);
-            applyTheme(value as Theme);
-          }}
-        >
-          <DropdownMenuRadioItem value="system">
-            <Monitor aria-hidden /> System
-          </DropdownMenuRadioItem>
-          <DropdownMenuRadioItem value="light">
-            <Sun aria-hidden /> Light
-          </DropdownMenuRadioItem>
-          <DropdownMenuRadioItem value="dark">
-            <Moon aria-hidden /> Dark
-          </DropdownMenuRadioItem>
-        </DropdownMenuRadioGroup>
+        <DropdownMenuGroup label="Theme">
+          <DropdownMenuLabel>Theme</DropdownMenuLabel>
+          {THEMES.map(({ value, label, Icon }) => (
+            <DropdownMenuRadioItem
+              key={value}
+              checked={theme === value}
+              onSelect={() => {
+                setTheme(value);
+                applyTheme(value);
+              }}
+            >
+              <Icon aria-hidden /> {label}
+            </DropdownMenuRadioItem>
+          ))}
+        </DropdownMenuGroup>
         <DropdownMenuSeparator />
         <DropdownMenuItem onSelect={() => void signOut()}>
           <LogOut aria-hidden /> Sign out
