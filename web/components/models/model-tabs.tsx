@@ -22,8 +22,8 @@ export function ModelTabs({ initial, children }: { initial: string; children: Re
     >
       <TabsList aria-label="Model sections">
         <TabsTrigger value="versions">Versions</TabsTrigger>
-        <TabsTrigger value="history">Promotion history</TabsTrigger>
-        <TabsTrigger value="settings">Serving &amp; sharing</TabsTrigger>
+        <TabsTrigger value="history">History</TabsTrigger>
+        <TabsTrigger value="settings">Settings</TabsTrigger>
       </TabsList>
       {children}
     </Tabs>

@@ -15,7 +15,7 @@ function Toast({ toast, dismiss }: { toast: ToastItem; dismiss: (id: number) => 
     return () => clearTimeout(timer);
   }, [toast.id, toast.variant, dismiss]);
   return (
-    <li
+    <div
       role={toast.variant === "error" ? "alert" : "status"}
       className={cn(
         "relative grid gap-1 rounded-md border bg-card p-3 pr-8 shadow-lg",
@@ -28,7 +28,7 @@ function Toast({ toast, dismiss }: { toast: ToastItem; dismiss: (id: number) => 
       <button type="button" onClick={onDismiss} className="absolute top-2 right-2 rounded-sm p-1 opacity-70 hover:opacity-100" aria-label="Dismiss">
         <X className="size-3.5" aria-hidden />
       </button>
-    </li>
+    </div>
   );
 }
 
@@ -38,11 +38,11 @@ export function Toaster() {
   const dismiss = useToasts((s) => s.dismiss);
   return (
     <section aria-label="Notifications" className="pointer-events-none fixed right-0 bottom-0 z-[100] w-full p-3 sm:max-w-sm">
-      <ol className="pointer-events-auto flex flex-col gap-2">
+      <div className="pointer-events-auto flex flex-col gap-2">
         {toasts.map((t) => (
           <Toast key={t.id} toast={t} dismiss={dismiss} />
         ))}
-      </ol>
+      </div>
     </section>
   );
 }

@@ -262,7 +262,7 @@ describe.sequential("the console, as a maintainer", () => {
     }, MODEL);
     expect(status).toBe(200);
     await visible(page, "text=a serving process now serves version 1", 20_000);
-    await page.getByRole("tab", { name: "Promotion history" }).click();
+    await page.getByRole("tab", { name: "History" }).click();
     await page.waitForURL(`${BASE}/models/${MODEL}?tab=history`);
     const history = await page.getByRole("region", { name: "Promotion history" }).innerText();
     expect(history).toContain("first release");
