@@ -58,7 +58,6 @@ def test_console_in_chromium(service_env: dict[str, str], make_user) -> None:
             timeout=840, check=False,
         )
         output = result.stdout + result.stderr
-        assert result.returncode == 0, (
-            f"{output[-12000:]}\n--- uvicorn log ---\n{server.log_tail(80)}\n--- console log ---\n{console.log_tail(80)}"
-        )
+        logs = f"--- uvicorn log ---\n{server.log_tail(80)}\n--- console log ---\n{console.log_tail(80)}"
+        assert result.returncode == 0, f"{output[-12000:]}\n{logs}"
         assert "Traceback" not in server.log.read_text(errors="replace"), server.log_tail(120)
