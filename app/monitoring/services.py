@@ -181,12 +181,16 @@ def feedback_record(*, model: MlModel, actor: User, items: Sequence[Feedback]) -
 # --- drift checks ----------------------------------------------------------------------------------
 
 
-def _drift_event_on_commit(report: DriftReport, model_name: str, features: dict[str, float]) -> None:
+def _drift_event_on_commit(report: DriftReport, model_name: str, features: dict[str, float],
+                           owner: str | None = None) -> None:
+    """On ``model:<name>`` and, for the console's alerts, on ``user:<owner>``."""
     data = {"model": model_name, "version": report.version, "report_id": report.pk, "threshold": report.threshold,
             "sample_count": report.sample_count, "features": features, "trigger": report.trigger,
             "window": {"start": report.window_start.isoformat(), "end": report.window_end.isoformat()}}
 
     publish_on_commit(f"model:{model_name}", "drift", data)
+    if owner is not None:
+        publish_on_commit(f"user:{owner}", "drift", data)
 
 
 def _drift_check_version(
@@ -204,7 +208,7 @@ def _drift_check_version(
         )
         if report.status == DriftStatus.DRIFT:
             psi = {f["feature"]: f["psi"] for f in analysis["features"] if f["drifted"]}
-            _drift_event_on_commit(report, model.name, psi)
+            _drift_event_on_commit(report, model.name, psi, owner=model.owner.username)
     return report
 
 

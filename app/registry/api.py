@@ -1,3 +1,5 @@
+import asyncio
+import json
 import os
 import tempfile
 from typing import Any
@@ -11,11 +13,22 @@ from ninja_extra import api_controller, route
 from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
 from app.api.openapi import errors
-from app.core.errors import PayloadTooLarge
+from app.core.errors import Invalid, NotFound, PayloadTooLarge
 
 from . import selectors, services
-from .models import MlModel, ModelVersion, Stage
-from .schemas import ModelCreateIn, ModelOut, ModelPatchIn, PromoteIn, VersionOut
+from .models import MlModel, ModelVersion, Stage, StageChange
+from .schemas import (
+    ModelCreateIn,
+    ModelOut,
+    ModelPatchIn,
+    PromoteIn,
+    RollbackIn,
+    RollbackOut,
+    StageChangeOut,
+    StateDictIn,
+    StateDictOut,
+    VersionOut,
+)
 
 
 def model_out(model: MlModel) -> dict[str, Any]:
@@ -54,6 +67,7 @@ def version_out(version: ModelVersion) -> dict[str, Any]:
         "artifact_size": version.artifact_size,
         "metrics": version.metrics,
         "created_by": version.created_by.username if version.created_by else None,
+        "source_job_id": version.source_job_id,
         "created_at": version.created_at,
         "promoted_at": version.promoted_at,
     }
@@ -89,10 +103,10 @@ def _version_out(user: User, name: str, number: int) -> dict[str, Any]:
     return version_out(selectors.model_version_get(model=model, number=number))
 
 
-def _promote_out(user: User, name: str, number: int, stage: str) -> dict[str, Any]:
+def _promote_out(user: User, name: str, number: int, stage: str, reason: str) -> dict[str, Any]:
     model = selectors.model_get(user=user, name=name)
     version = selectors.model_version_get(model=model, number=number)
-    promoted = services.model_version_promote(version=version, stage=stage, actor=user)
+    promoted = services.model_version_promote(version=version, stage=stage, actor=user, reason=reason)
     return version_out(ModelVersion.objects.select_related("model", "created_by").get(pk=promoted.pk))
 
 
@@ -102,6 +116,34 @@ async def _may_publish(user: User, path: dict[str, Any]) -> None:
         services.model_check_manage(actor=user, model=model)
 
     await sync_to_async(check)()
+def stage_change_out(change: StageChange) -> dict[str, Any]:
+    return {
+        "id": change.pk,
+        "version": change.version.number,
+        "from_stage": change.from_stage,
+        "to_stage": change.to_stage,
+        "action": change.action,
+        "actor": change.actor.username if change.actor else None,
+        "reason": change.reason,
+        "at": change.at,
+    }
+
+
+def _history_out(user: User, name: str, limit: int) -> list[dict[str, Any]]:
+    model = selectors.model_get(user=user, name=name)
+    return [stage_change_out(c) for c in selectors.model_history(model=model, limit=limit)]
+
+
+def _rollback_out(user: User, name: str, reason: str) -> dict[str, Any]:
+    model = selectors.model_get(user=user, name=name)
+    restored, previous = services.model_rollback(model=model, actor=user, reason=reason)
+    changes = selectors.model_history(model=model, limit=2 if previous else 1)
+    return {
+        "model": model.name,
+        "version": restored.number,
+        "from_version": previous.number if previous else None,
+        "changes": [stage_change_out(c) for c in reversed(list(changes))],
+    }
 
 
 @api_controller("/models", tags=["models"], auth=bearer_auth)
@@ -136,7 +178,19 @@ class ModelController(Controller):
                 summary="Move a version to a stage")
     async def promote(self, name: str, version: int, payload: PromoteIn) -> dict[str, Any]:
         user = self.caller
-        return await sync_to_async(_promote_out)(user, name, version, payload.stage)
+        return await sync_to_async(_promote_out)(user, name, version, payload.stage, payload.reason)
+
+    @route.get("/{name}/history", response=list[StageChangeOut], summary="Promotion history, newest first")
+    async def history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 1000:
+            raise Invalid("limit must be in [1, 1000]", details=[{"loc": ["query", "limit"], "field": "limit",
+                                                                  "msg": "must be in [1, 1000]"}])
+        return await sync_to_async(_history_out)(self.caller, name, limit)
+
+    @route.post("/{name}/rollback", response={200: RollbackOut, **errors(403, 409)},
+                summary="Move production back to the previous production version (409 when there is none)")
+    async def rollback(self, name: str, payload: RollbackIn) -> dict[str, Any]:
+        return await sync_to_async(_rollback_out)(self.caller, name, payload.reason)
 
     @route.post("/{name}/versions", response={201: VersionOut, **errors(403)},
                 summary="Publish version N+1 (multipart)", permissions=[BeforeBody(_may_publish)])
@@ -179,3 +233,46 @@ class ArchitectureController(Controller):
         listed = sorted(architectures.available().items())
         return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
 
+
+    @route.get("/{name}/state-dict", response=StateDictOut,
+               summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)")
+    async def state_dict(self, name: str, config: str = "{}") -> dict[str, Any]:
+        return await asyncio.to_thread(_state_dict_out, name, _config_param(config))
+
+    @route.post("/{name}/state-dict", response=StateDictOut,
+                summary="The tensors a valid safetensors artifact must hold (config in the body)")
+    async def state_dict_post(self, name: str, payload: StateDictIn) -> dict[str, Any]:
+        return await asyncio.to_thread(_state_dict_out, name, payload.config)
+
+
+def _config_param(raw: str) -> dict[str, Any]:
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise Invalid("config must be a JSON object", details=[{"loc": ["query", "config"], "field": "config",
+                                                                 "msg": "not valid JSON"}]) from None
+    if not isinstance(config, dict):
+        raise Invalid("config must be a JSON object", details=[{"loc": ["query", "config"], "field": "config",
+                                                                 "msg": "must be an object"}])
+    return config
+
+
+def _state_dict_out(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Runs on a worker thread: building the module on the meta device is CPU work."""
+    from inference import architectures, formats
+    from inference.errors import ArchitectureError
+
+    if name not in architectures.available():
+        raise NotFound(f"no architecture named {name!r}")
+    try:
+        normalised = architectures.validate_config(name, config)
+        tensors = formats.expected_tensors(name, normalised)
+        signature = architectures.default_signature(name, normalised)
+    except ArchitectureError as exc:
+        raise Invalid(exc.message, details=[{"loc": ["config"], "field": "config", "msg": exc.message}]) from exc
+    return {
+        "architecture": name,
+        "config": normalised,
+        "tensors": [{"name": key, "dtype": t.dtype, "shape": list(t.shape)} for key, t in tensors.items()],
+        "signature": signature.to_dict() if signature is not None else None,
+    }

@@ -81,3 +81,32 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model.name}:{self.number}"
+
+
+class StageChange(models.Model):
+    """One stage change of a version, written in the transaction that made it (promotion, rollback, or
+    the archiving of the production version another promotion replaced). Rows are never updated."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote", "Promotion"
+        REPLACED = "replaced", "Replaced in production by a promotion"
+        ROLLBACK = "rollback", "Rollback"
+        BACKFILL = "backfill", "Recorded from the stage a version had when history began"
+
+    model = models.ForeignKey(MlModel, on_delete=models.CASCADE, related_name="stage_changes")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="stage_changes")
+    from_stage = models.CharField(max_length=16, choices=Stage.choices)
+    to_stage = models.CharField(max_length=16, choices=Stage.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True, default="")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["model", "id"]
+        indexes = [models.Index(fields=["model", "-id"], name="stage_change_model_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}:{self.version_id} {self.from_stage}->{self.to_stage}"

@@ -61,9 +61,50 @@ class VersionOut(Schema):
     artifact_size: int
     metrics: dict[str, Any]
     created_by: str | None
+    source_job_id: int | None = Field(description="The training job that produced this version, if any")
     created_at: datetime
     promoted_at: datetime | None
 
 
 class PromoteIn(Input):
     stage: Literal["staging", "production", "archived"]
+    reason: str = Field(default="", max_length=500, description="Why; kept in the promotion history")
+
+
+class StageChangeOut(Schema):
+    id: int
+    version: int
+    from_stage: str
+    to_stage: str
+    action: str = Field(description="promote, replaced (archived by another's promotion), rollback or backfill")
+    actor: str | None
+    reason: str
+    at: datetime
+
+
+class RollbackIn(Schema):
+    reason: str = Field(default="", max_length=500)
+
+
+class RollbackOut(Schema):
+    model: str
+    version: int = Field(description="The version now in production")
+    from_version: int | None = Field(description="The version that was in production before the rollback")
+    changes: list[StageChangeOut]
+
+
+class TensorSpecOut(Schema):
+    name: str
+    dtype: str = Field(description="safetensors dtype code: F32, F64, F16, BF16, I64, ...")
+    shape: list[int]
+
+
+class StateDictOut(Schema):
+    architecture: str
+    config: dict[str, Any] = Field(description="The config with defaults filled in")
+    tensors: list[TensorSpecOut]
+    signature: dict[str, Any] | None = Field(description="The default signature, when the architecture has one")
+
+
+class StateDictIn(Schema):
+    config: dict[str, Any] = Field(default_factory=dict)

@@ -7,7 +7,7 @@ from django.db.models import Q, QuerySet
 from app.accounts.models import Role, User
 from app.core.errors import NotFound
 
-from .models import MlModel, ModelVersion, Visibility
+from .models import MlModel, ModelVersion, StageChange, Visibility
 
 
 def _visible(user: User) -> Q:
@@ -49,3 +49,8 @@ def model_version_get(*, model: MlModel, number: int) -> ModelVersion:
 
 def model_shared_usernames(*, model: MlModel) -> list[str]:
     return list(model.shared_with.order_by("username").values_list("username", flat=True))
+
+
+def model_history(*, model: MlModel, limit: int = 100) -> QuerySet[StageChange]:
+    """The model's stage changes, newest first."""
+    return (StageChange.objects.filter(model=model).select_related("version", "actor").order_by("-id")[:limit])

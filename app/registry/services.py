@@ -18,7 +18,7 @@ from app.accounts.models import Role, User
 from app.core.errors import Conflict, Forbidden, Invalid
 from app.events.services import publish_on_commit
 
-from .models import MlModel, ModelVersion, Stage, Visibility
+from .models import MlModel, ModelVersion, Stage, StageChange, Visibility
 
 # Validators match the whole string (`fullmatch`): with `match` and `$`, "x\n" passes, since `$` also
 # matches before a trailing newline.
@@ -173,14 +173,19 @@ def model_version_create(
         )
         _model_event_on_commit(locked.name, "version_created", {"version": version.number, "format": fmt})
     if stage != Stage.NONE:
-        version = model_version_promote(version=version, stage=stage, actor=actor, by_job=source_job_id is not None)
+        by_job = source_job_id is not None
+        reason = f"requested by training job {source_job_id}" if by_job else ""
+        version = model_version_promote(version=version, stage=stage, actor=actor, by_job=by_job, reason=reason)
     return version
 
 
-def model_version_promote(*, version: ModelVersion, stage: str, actor: User, by_job: bool = False) -> ModelVersion:
+def model_version_promote(
+    *, version: ModelVersion, stage: str, actor: User, by_job: bool = False, reason: str = ""
+) -> ModelVersion:
     """Moves ``version`` to ``stage``. Promotion to production archives the previous production version
-    in the same transaction, so exactly one is in production at any instant. ``by_job``: the promotion a
-    training job asked for (``promote: true``), allowed to the model's owner whatever their role."""
+    in the same transaction, so exactly one is in production at any instant; every stage change is
+    recorded as a `StageChange` row in that transaction too. ``by_job``: the promotion a training job
+    asked for (``promote: true``), allowed to the model's owner whatever their role."""
     if not by_job:
         model_check_manage(actor=actor, model=version.model)
     if stage not in (Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED):
@@ -188,17 +193,82 @@ def model_version_promote(*, version: ModelVersion, stage: str, actor: User, by_
     with transaction.atomic():
         model = MlModel.objects.select_for_update().get(pk=version.model_id)
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        now = timezone.now()
+        changes: list[StageChange] = []
         if stage == Stage.PRODUCTION:
-            ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).exclude(pk=locked.pk).update(
-                stage=Stage.ARCHIVED
-            )
+            replaced = list(ModelVersion.objects.filter(model=model, stage=Stage.PRODUCTION).exclude(pk=locked.pk))
+            changes += [
+                _change(model, old, Stage.ARCHIVED, StageChange.Action.REPLACED, actor, now,
+                        f"replaced by version {locked.number}")
+                for old in replaced
+            ]
+            ModelVersion.objects.filter(pk__in=[old.pk for old in replaced]).update(stage=Stage.ARCHIVED)
+        from_stage = locked.stage
+        if from_stage != stage:
+            changes.append(_change(model, locked, stage, StageChange.Action.PROMOTE, actor, now, reason))
+        StageChange.objects.bulk_create(changes)
         locked.stage = stage
-        locked.promoted_at = timezone.now()
+        locked.promoted_at = now
         locked.save(update_fields=["stage", "promoted_at"])
         name, number = model.name, locked.number
         transaction.on_commit(lambda: _notify(name, number))
-        _model_event_on_commit(name, "promoted", {"version": number, "stage": stage})
+        _model_event_on_commit(name, "promoted", {"version": number, "stage": stage, "from_stage": from_stage,
+                                                  "actor": actor.username, "reason": reason})
     return locked
+
+
+def _change(model: MlModel, version: ModelVersion, to_stage: str, action: str, actor: User | None,
+            at: Any, reason: str) -> StageChange:
+    return StageChange(model=model, version=version, from_stage=version.stage, to_stage=to_stage, action=action,
+                       actor=actor, reason=reason[:500], at=at)
+
+
+def _rollback_target(model: MlModel, current: ModelVersion | None) -> int | None:
+    """The version a rollback restores: the production lineage is a stack that promotions to production
+    push and rollbacks pop; the target is the entry under the current production version (or, when no
+    version is in production, the last one that was)."""
+    stack: list[int] = []
+    rows = StageChange.objects.filter(model=model, to_stage=Stage.PRODUCTION).order_by("id")
+    for version_id, action in rows.values_list("version_id", "action"):
+        if action == StageChange.Action.ROLLBACK and len(stack) > 1 and stack[-1] != version_id:
+            stack.pop()
+        if not stack or stack[-1] != version_id:
+            stack.append(version_id)
+    if current is not None:
+        while stack and stack[-1] == current.pk:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def model_rollback(*, model: MlModel, actor: User, reason: str = "") -> tuple[ModelVersion, ModelVersion | None]:
+    """Moves production back to the previous production version atomically: the current one is archived
+    and the previous one restored in one transaction, both recorded as stage changes. Returns
+    (restored, rolled back from). Conflict when there is no previous production version."""
+    model_check_manage(actor=actor, model=model)
+    with transaction.atomic():
+        locked = MlModel.objects.select_for_update().get(pk=model.pk)
+        current = ModelVersion.objects.select_for_update().filter(model=locked, stage=Stage.PRODUCTION).first()
+        target_id = _rollback_target(locked, current)
+        if target_id is None:
+            raise Conflict(f"model {locked.name!r} has no previous production version to roll back to")
+        target = ModelVersion.objects.select_for_update().get(pk=target_id)
+        now = timezone.now()
+        note = reason or (f"rollback from version {current.number}" if current else "rollback")
+        changes = [_change(locked, target, Stage.PRODUCTION, StageChange.Action.ROLLBACK, actor, now, note)]
+        if current is not None:
+            changes.insert(0, _change(locked, current, Stage.ARCHIVED, StageChange.Action.ROLLBACK, actor, now, note))
+            current.stage = Stage.ARCHIVED
+            current.save(update_fields=["stage"])
+        StageChange.objects.bulk_create(changes)
+        target.stage = Stage.PRODUCTION
+        target.promoted_at = now
+        target.save(update_fields=["stage", "promoted_at"])
+        name, number = locked.name, target.number
+        previous = current.number if current else None
+        transaction.on_commit(lambda: _notify(name, number))
+        _model_event_on_commit(name, "rolled_back", {"version": number, "from_version": previous,
+                                                     "actor": actor.username, "reason": note})
+    return target, current
 
 
 def _notify(name: str, number: int | None) -> None:

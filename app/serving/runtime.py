@@ -17,8 +17,10 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -41,6 +43,10 @@ PRODUCTION = "production"
 
 _pool: ModelPool | None = None
 _swaps: dict[str, asyncio.Task[None]] = {}
+# Told of this process's hot swaps as (model, event type, data), on the event loop; realtime registers
+# the publisher that announces them on ``model:<name>`` (the console shows them live).
+swap_observers: list[Callable[[str, str, dict[str, Any]], Awaitable[None]]] = []
+_PROCESS = f"{os.uname().nodename}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -162,11 +168,28 @@ def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
 registry_services.promotion_listeners.append(_on_registry_change)
 
 
+async def _tell_swap(name: str, type: str, data: dict[str, Any]) -> None:
+    for observer in swap_observers:
+        try:
+            await observer(name, type, {"process": _PROCESS, **data})
+        except Exception:
+            logger.exception("a swap observer failed on %s for model %s", type, name)
+
+
 async def _swap(name: str, version: int) -> None:
+    pool = get_pool()
+    previous = pool.aliases(name).get(PRODUCTION)
+    started = time.monotonic()
+    await _tell_swap(name, "serving.swap_started", {"version": version, "from_version": previous})
     try:
-        await get_pool().alias(name, str(version), name=PRODUCTION)
-    except Exception:
+        await pool.alias(name, str(version), name=PRODUCTION)
+    except Exception as exc:
         logger.exception("hot swap of %s to version %s failed; still serving the previous version", name, version)
+        await _tell_swap(name, "serving.swap_failed", {"version": version, "from_version": previous,
+                                                       "error": getattr(exc, "message", type(exc).__name__)})
+    else:
+        await _tell_swap(name, "serving.swap_done", {"version": version, "from_version": previous,
+                                                     "seconds": round(time.monotonic() - started, 3)})
     finally:
         _swaps.pop(name, None)
 

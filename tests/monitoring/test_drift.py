@@ -68,9 +68,10 @@ def predict(client, token: str, model: str, records: list[dict], batch: int = 50
     return answered
 
 
-def drift_events(model: str) -> list[dict]:
-    """The ``drift`` events in the replay log of ``model:<name>``."""
-    log: list = redis.Redis.from_url(os.environ["REDIS_URL"]).xrange(bus._keys(f"model:{model}")[2])  # type: ignore[assignment]
+def drift_events(model: str, topic: str | None = None) -> list[dict]:
+    """The ``drift`` events in the replay log of ``model:<name>`` (or of ``topic``)."""
+    key = bus._keys(topic or f"model:{model}")[2]
+    log: list = redis.Redis.from_url(os.environ["REDIS_URL"]).xrange(key)  # type: ignore[assignment]
     return [json.loads(fields[b"d"]) for _, fields in log if fields[b"t"] == b"drift"]
 
 
@@ -89,7 +90,8 @@ def monitoring(client, token: str, model: str) -> dict:
 
 
 def test_drift_of_one_feature_and_falling_accuracy(client, make_user, upload_csv, celery_worker_proc):
-    token = login(client, make_user("member"))["access"]
+    member = make_user("member")
+    token = login(client, member)["access"]
     name = f"monitored-{uuid.uuid4().hex[:6]}"
     dataset_id = upload_csv(token, classification_csv())
     response = client.post("/api/v1/jobs/train", headers=bearer(token), json={
@@ -128,6 +130,10 @@ def test_drift_of_one_feature_and_falling_accuracy(client, make_user, upload_csv
     events = drift_events(name)
     assert len(events) == 1, events
     assert events[0]["report_id"] == report["id"] and list(events[0]["features"]) == ["x1"]
+    # The owner hears of it on their own topic too, and the console's alert list shows it.
+    assert [e["report_id"] for e in drift_events(name, f"user:{member.username}")] == [report["id"]]
+    alerts = client.get("/api/v1/monitoring/alerts", headers=bearer(token)).json()
+    assert [(a["model"], a["id"], a["drifted_features"]) for a in alerts] == [(name, report["id"], ["x1"])]
 
     # The monitoring answer shows the same drift, the traffic and no accuracy yet.
     summary = monitoring(client, token, name)
