@@ -4,7 +4,7 @@ Public API::
 
     pool = ModelPool(load, memory_budget_mb=4096, torch_threads=1, max_elements=1_000_000,
                      observer_factory=None, drain_seconds=30.0)
-    outputs = await pool.infer("iris", "production", {"input": rows}, deadline=None)
+    outputs = await pool.infer("iris", "production", {"input": rows}, deadline=None, priority=Priority.NORMAL)
     async with pool.hold("iris", "production") as served:   # ServedModel, held while in the block
         outputs = await served.infer({"input": rows}); served.version
     await pool.alias("iris", "7")            # hot swap: load + warm 7, move "production", retire the old one
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.batcher import BatchConfig, Batcher, BatchObserver
+from inference.batcher import BatchConfig, Batcher, BatchObserver, Priority
 from inference.errors import InferenceError, ModelLoadError, ModelNotFound, ShuttingDown
 from inference.formats import sha256_file
 from inference.runner import Runner
@@ -88,11 +88,12 @@ class ServedModel:
     def memory_bytes(self) -> int:
         return self.runner.memory_bytes
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None,
+                    priority: Priority = Priority.NORMAL) -> dict[str, np.ndarray]:
         """Validate `inputs` against the signature and run them through the batcher. Call it while
         holding this version (`ModelPool.hold`), or it may be retired under the request."""
         valid = validate_inputs(self.signature, inputs, self.max_elements)
-        return await self.batcher.submit(valid, deadline)
+        return await self.batcher.submit(valid, deadline, priority)
 
 
 class ModelPool:
@@ -139,6 +140,7 @@ class ModelPool:
         inputs: Mapping[str, np.ndarray],
         *,
         deadline: float | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> dict[str, np.ndarray]:
         """Validate `inputs` against the version's signature and run them through its batcher.
 
@@ -147,7 +149,7 @@ class ModelPool:
         `ModelLoadError` and whatever `Batcher.submit` raises.
         """
         async with self.hold(model, version) as served:
-            return await served.infer(inputs, deadline=deadline)
+            return await served.infer(inputs, deadline=deadline, priority=priority)
 
     @contextlib.asynccontextmanager
     async def hold(self, model: str, version: str) -> AsyncIterator[ServedModel]:

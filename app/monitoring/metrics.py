@@ -52,6 +52,18 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge(
     "torchwire_batch_queue_rows", "Rows waiting for a batch", ["model", "version"], multiprocess_mode="livesum"
 )
+BATCH_EFFECTIVE_ROWS = Gauge(
+    "torchwire_batch_effective_max_rows", "Max rows per forward pass in force (tuned under a p99 target)",
+    ["model", "version"], multiprocess_mode="livemax",
+)
+BATCH_EFFECTIVE_DELAY = Gauge(
+    "torchwire_batch_effective_max_delay_seconds", "Longest wait for company in force (tuned under a p99 target)",
+    ["model", "version"], multiprocess_mode="livemax",
+)
+BATCH_LATENCY_P99 = Gauge(
+    "torchwire_batch_latency_p99_seconds", "p99 of submit-to-result in the batcher's last measuring window",
+    ["model", "version"], multiprocess_mode="livemax",
+)
 REJECTED = Counter("torchwire_inference_rejected_total", "Refused inference requests", ["model", "reason"])
 LOADED_MODELS = Gauge("torchwire_loaded_models", "Model versions loaded in memory", multiprocess_mode="livesum")
 LOADED_MEMORY = Gauge(
@@ -70,6 +82,9 @@ class PrometheusBatchObserver(BatchObserver):
         self._wait = QUEUE_WAIT.labels(**labels)
         self._compute = COMPUTE_TIME.labels(**labels)
         self._size = BATCH_SIZE.labels(**labels)
+        self._effective_rows = BATCH_EFFECTIVE_ROWS.labels(**labels)
+        self._effective_delay = BATCH_EFFECTIVE_DELAY.labels(**labels)
+        self._p99 = BATCH_LATENCY_P99.labels(**labels)
 
     def queue_depth(self, rows: int) -> None:
         self._depth.set(rows)
@@ -83,6 +98,12 @@ class PrometheusBatchObserver(BatchObserver):
 
     def rejected(self, reason: str) -> None:
         REJECTED.labels(model=self._model, reason=reason).inc()
+
+    def tuning(self, max_batch_size: int, max_delay_seconds: float, p99_seconds: float | None) -> None:
+        self._effective_rows.set(max_batch_size)
+        self._effective_delay.set(max_delay_seconds)
+        if p99_seconds is not None:
+            self._p99.set(p99_seconds)
 
 
 HTTP_REQUESTS = Counter(

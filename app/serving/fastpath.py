@@ -231,8 +231,9 @@ class InferenceFastPath:
             version = _query_version(scope)
             inputs = _predict_inputs(body)
             timeout_ms = calls.timeout_ms_from_header(headers.get("x-request-timeout-ms"))
+            priority = calls.priority_from_header(headers.get("x-priority"))
             return Response.json(200, await calls.predict(user, match.group(1), version, inputs,
-                                                         timeout_ms=timeout_ms))
+                                                         timeout_ms=timeout_ms, priority=priority))
         except BodyTooLarge:
             return Response.of(error_response(413, "request body is larger than the limit for this endpoint"))
         except ApiError as exc:
