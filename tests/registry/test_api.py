@@ -127,7 +127,7 @@ def test_patch_dispatch_policy_and_p99_target(client, maintainer):
         response = client.patch(url, json=bad, headers=bearer(token))
         assert response.status_code == 422, (bad, response.text)
         error = response.json()["error"]
-        assert error["code"] and error["message"] and list(bad)[0] in error["message"] + str(error["details"])
+        assert error["code"] and error["message"] and next(iter(bad)) in error["message"] + str(error["details"])
     serving = client.get(url, headers=bearer(token)).json()["serving"]
     assert serving["target_p99_ms"] is None and serving["dispatch_policy"] == "default"
 

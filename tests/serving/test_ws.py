@@ -107,7 +107,8 @@ async def test_id_version_and_v2_errors(server, publish_model):
     assert got["bad"] == {"id": "bad", "code": "invalid_request", "error": "'inputs' must be a non-empty list"}
     assert got["out"]["code"] == "invalid_request" and "unknown output 'nope'" in got["out"]["error"]
     assert got["low"]["outputs"][0]["data"] == got["high"]["outputs"][0]["data"]
-    assert got["rank"] == {"id": "rank", "code": "invalid_request", "error": "'priority' must be one of high, normal, low"}
+    assert got["rank"] == {"id": "rank", "code": "invalid_request",
+                           "error": "'priority' must be one of high, normal, low"}
 
 
 def _metric(server, prefix: str) -> float:
