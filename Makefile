@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test lint migrate bench clean distclean
+.PHONY: help install run run-prod certs nginx-conf test lint migrate bench bench-peers clean distclean
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
@@ -55,6 +55,9 @@ migrate: install ## Apply database migrations
 bench: install ## Run the benchmarks in bench/run.py
 	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
 	$(PYTHON) bench/run.py
+
+bench-peers: install ## Torchwire against LitServe and MLServer (their venvs under bench/.venvs), round-robin
+	$(PYTHON) bench/peers/round_robin.py
 
 clean: ## Remove test databases and caches (keeps the venv and var/ data)
 	rm -rf var/test.sqlite3* var/test-* bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache
