@@ -69,7 +69,8 @@ BENCH = Path(__file__).resolve().parent
 PROTOCOLS = ("rest", "v2", "ws")
 CONCURRENCY = (1, 16, 64)
 BATCHED: dict[str, Any] = {"max_batch_size": 64, "max_delay_ms": 5.0, "dispatch_policy": "adaptive"}
-FIXED: dict[str, Any] = {"max_batch_size": 64, "max_delay_ms": 5.0, "dispatch_policy": "fixed"}  # the policy before issue 15
+# The policy before issue 15, same limits:
+FIXED: dict[str, Any] = {"max_batch_size": 64, "max_delay_ms": 5.0, "dispatch_policy": "fixed"}
 UNBATCHED: dict[str, Any] = {"max_batch_size": 1, "max_delay_ms": 5.0}
 # Served names: the model itself (adaptive), "-fixed" (the old policy, same limits), "-b1" (no batching).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -21,6 +21,7 @@ Casting rules for request data (`cast_input`), chosen so that no value silently 
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 import numpy as np
@@ -169,7 +170,7 @@ def array_from_json(data: Any, datatype: Datatype, *, name: str, shape: tuple[in
                 raise InputError(name, "values do not fit UINT64") from exc
     array = cast_input(array, datatype, name=name)
     if shape is not None:
-        expected = int(np.prod(shape, dtype=np.int64))
+        expected = math.prod(shape)
         if array.size != expected:
             raise InputError(name, f"data holds {array.size} elements but shape {list(shape)} needs {expected}")
         array = array.reshape(shape)

@@ -214,7 +214,7 @@ def encode_infer_response(
     if id is not None:
         document["id"] = id
     document["outputs"] = entries
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = jsonio.dumps(document)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

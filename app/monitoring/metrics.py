@@ -145,11 +145,42 @@ DB_POOL_ERRORS = Counter("torchwire_db_pool_errors_total",
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+_http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def http_request(*, route: str, method: str, status: int, seconds: float) -> None:
     """``route`` is the URL pattern (``/api/v1/models/<name>``), never the raw path: one series per route."""
-    method = method if method in _METHODS else "OTHER"
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    series = _http_series.get(key)
+    if series is None:
+        # `labels()` takes a lock and builds the label tuple on every call: a few µs per request.
+        method = method if method in _METHODS else "OTHER"
+        series = HTTP_REQUESTS.labels(route, method, str(status)), HTTP_LATENCY.labels(route, method)
+        if len(_http_series) < 10_000:  # routes x methods x statuses; bounded all the same
+            _http_series[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+_inference_series: dict[tuple[str, str, str, str], Any] = {}
+_inference_latency: dict[tuple[str, str], Any] = {}
+
+
+def inference_request(*, model: str, version: str, protocol: str, status: str, seconds: float) -> None:
+    """One inference call's outcome (``torchwire_inference_requests_total``, ``..._latency_seconds``)."""
+    key = (model, version, protocol, status)
+    counter = _inference_series.get(key)
+    if counter is None:
+        counter = INFERENCE_REQUESTS.labels(model, version, protocol, status)
+        if len(_inference_series) < 100_000:
+            _inference_series[key] = counter
+    counter.inc()
+    latency = _inference_latency.get((model, protocol))
+    if latency is None:
+        latency = INFERENCE_LATENCY.labels(model, protocol)
+        if len(_inference_latency) < 100_000:
+            _inference_latency[(model, protocol)] = latency
+    latency.observe(seconds)
 
 
 # Websockets and events. The consumers (realtime/) call these; each is a few dict operations.

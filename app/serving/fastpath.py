@@ -21,7 +21,6 @@ ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) are passed to Django to do 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -77,7 +76,7 @@ class Response:
 
     @classmethod
     def json(cls, status: int, body: Any) -> Response:
-        body = json.dumps(body, separators=(",", ":")).encode()
+        body = jsonio.dumps(body)
         return cls(status, body, [(b"content-type", b"application/json; charset=utf-8")])  # as django-ninja
 
     @classmethod

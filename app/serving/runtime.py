@@ -226,8 +226,8 @@ async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: floa
         status = getattr(exc, "code", "error")
         raise
     finally:
-        metrics.INFERENCE_REQUESTS.labels(target.model.name, str(version), protocol, status).inc()
-        metrics.INFERENCE_LATENCY.labels(target.model.name, protocol).observe(time.perf_counter() - started)
+        metrics.inference_request(model=target.model.name, version=str(version), protocol=protocol, status=status,
+                                  seconds=time.perf_counter() - started)
 
 
 def batching_stats(name: str) -> list[dict[str, object]]:

@@ -7,8 +7,8 @@ Body ``{"inputs": [[...one row...]]}`` as Torchwire's REST predict takes it; ans
 LitServe batches concurrent requests (``max_batch_size``, ``batch_timeout`` in seconds) before `predict`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: LitServe reads `decode_request`'s annotation at run time to build
+# its endpoint, and a string there makes FastAPI expect a query parameter.
 import argparse
 import inspect
 import sys

@@ -386,7 +386,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_markdown(path: Path, generated: str) -> None:
     block = f"{MD_BEGIN}\n{generated}{MD_END}"
-    text = path.read_text()
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     if MD_BEGIN in text and MD_END in text:
         head, rest = text.split(MD_BEGIN, 1)
         text = head + block + rest.split(MD_END, 1)[1]
