@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,23 @@ class ServedModel:
         return await self.batcher.submit(valid, deadline, priority)
 
 
+class _Hold:
+    """`ModelPool.hold`: a plain class rather than `asynccontextmanager`, whose generator machinery was a
+    visible cost on a path every request takes."""
+
+    __slots__ = ("model", "pool", "served", "version")
+
+    def __init__(self, pool: ModelPool, model: str, version: str) -> None:
+        self.pool, self.model, self.version = pool, model, version
+
+    async def __aenter__(self) -> ServedModel:
+        self.served = await self.pool._acquire(self.model, self.version)
+        return self.served
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool._release(self.served)
+
+
 class ModelPool:
     def __init__(
         self,
@@ -130,6 +147,10 @@ class ModelPool:
         """The version an alias points at, or `version` itself if it is not an alias."""
         return self._aliases.get((model, version), version)
 
+    def alias_of(self, model: str, name: str = "production") -> str | None:
+        """The version alias ``name`` of ``model`` points at, if it is set."""
+        return self._aliases.get((model, name))
+
     def aliases(self, model: str) -> dict[str, str]:
         return {name: v for (m, name), v in self._aliases.items() if m == model}
 
@@ -151,8 +172,7 @@ class ModelPool:
         async with self.hold(model, version) as served:
             return await served.infer(inputs, deadline=deadline, priority=priority)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, model: str, version: str) -> AsyncIterator[ServedModel]:
+    def hold(self, model: str, version: str) -> contextlib.AbstractAsyncContextManager[ServedModel]:
         """The served version (`version` may be an alias), kept from eviction and retirement while
         the block runs. For callers that need more than `infer` gives, e.g. the concrete version::
 
@@ -160,11 +180,7 @@ class ModelPool:
                 outputs = await served.infer(inputs)
                 respond(served.version, outputs)
         """
-        served = await self._acquire(model, version)
-        try:
-            yield served
-        finally:
-            self._release(served)
+        return _Hold(self, model, version)
 
     async def get(self, model: str, version: str) -> ServedModel:
         """The served version (loading it if needed), e.g. for its signature. Not held: use `infer`."""

@@ -140,6 +140,7 @@ def _batch_config(info: catalog.ModelInfo) -> BatchConfig:
 
 
 _applied: dict[str, tuple[BatchConfig, str]] = {}
+_checked: dict[str, catalog.ModelInfo] = {}  # the catalog entry last compared: a new one every CATALOG_TTL
 
 
 def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
@@ -147,6 +148,9 @@ def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
     within the catalog's TTL). Batch settings apply in place: the batcher reads its config for every
     batch, so nothing is unloaded and no request fails. A new device needs a reload, done in the
     background while the old copy keeps serving what it holds."""
+    if _checked.get(info.name) is info:
+        return
+    _checked[info.name] = info
     wanted = (_batch_config(info), info.device)
     if _applied.get(info.name) == wanted:
         return
@@ -187,7 +191,7 @@ async def resolve(user: User, name: str, version: int | None) -> Target:
         if info.production is None:
             pool.unalias(name, PRODUCTION)
             raise NotFound(f"model {name!r} has no production version; promote one or pass a version")
-        current = pool.aliases(name).get(PRODUCTION)
+        current = pool.alias_of(name, PRODUCTION)
         if current is None:
             await pool.alias(name, str(info.production), name=PRODUCTION)
         elif current != str(info.production) and name not in _swaps:
