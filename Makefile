@@ -15,8 +15,8 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench fuzz clean distclean \
-	console-build console-check console-types bench-console
+.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench bench-peers fuzz clean \
+	distclean console-build console-check console-types bench-console
 
 help: ## List the targets
 	@echo "make <target>   (PY=$(PY) VENV=$(VENV))"
@@ -86,6 +86,8 @@ bench: install ## Run the benchmarks in bench/run.py
 fuzz: install ## schemathesis over /api/v1 as a member and an admin (FUZZ_URL, FUZZ_EXAMPLES, FUZZ_TIME)
 	$(PYTHON) -m tests.fuzz.runner --max-examples $(FUZZ_EXAMPLES) $(if $(FUZZ_TIME),--max-time $(FUZZ_TIME)) \
 		$(if $(FUZZ_URL),--url $(FUZZ_URL))
+bench-peers: install ## Torchwire against LitServe and MLServer (their venvs under bench/.venvs), round-robin
+	$(PYTHON) bench/peers/round_robin.py
 
 clean: ## Remove test databases and caches (keeps the venv and var/ data)
 	rm -rf var/test.sqlite3* var/test-* bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

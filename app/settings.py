@@ -250,6 +250,10 @@ ARTIFACT_CACHE_DIR = Path(env("TORCHWIRE_ARTIFACT_CACHE", str(VAR_DIR / "cache" 
 WS_MAX_IN_FLIGHT = env_int("TORCHWIRE_WS_MAX_IN_FLIGHT", 64)
 # REST predict and V2 infer answered by app.serving.fastpath, before Django's middleware (off: through Django).
 FAST_PATH = env_bool("TORCHWIRE_FAST_PATH", True)
+# How a batch closes for models that do not choose (docs/batching.md): "adaptive" or "fixed" (wait max_delay_ms).
+DISPATCH_POLICY = env("TORCHWIRE_DISPATCH_POLICY", "adaptive")
+if DISPATCH_POLICY not in ("adaptive", "fixed"):
+    raise ImproperlyConfigured("TORCHWIRE_DISPATCH_POLICY must be adaptive or fixed")
 # Python's GIL switch interval in serving processes (0: leave Python's 5 ms); see docs/batching.md.
 GIL_SWITCH_INTERVAL_MS = float(env("TORCHWIRE_GIL_SWITCH_INTERVAL_MS", "0.5"))
 

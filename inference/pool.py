@@ -4,7 +4,7 @@ Public API::
 
     pool = ModelPool(load, memory_budget_mb=4096, torch_threads=1, max_elements=1_000_000,
                      observer_factory=None, drain_seconds=30.0)
-    outputs = await pool.infer("iris", "production", {"input": rows}, deadline=None)
+    outputs = await pool.infer("iris", "production", {"input": rows}, deadline=None, priority=Priority.NORMAL)
     async with pool.hold("iris", "production") as served:   # ServedModel, held while in the block
         outputs = await served.infer({"input": rows}); served.version
     await pool.alias("iris", "7")            # hot swap: load + warm 7, move "production", retire the old one
@@ -31,13 +31,13 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from inference.batcher import BatchConfig, Batcher, BatchObserver
+from inference.batcher import BatchConfig, Batcher, BatchObserver, Priority
 from inference.errors import InferenceError, ModelLoadError, ModelNotFound, ShuttingDown
 from inference.formats import sha256_file
 from inference.runner import Runner
@@ -88,11 +88,29 @@ class ServedModel:
     def memory_bytes(self) -> int:
         return self.runner.memory_bytes
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None,
+                    priority: Priority = Priority.NORMAL) -> dict[str, np.ndarray]:
         """Validate `inputs` against the signature and run them through the batcher. Call it while
         holding this version (`ModelPool.hold`), or it may be retired under the request."""
         valid = validate_inputs(self.signature, inputs, self.max_elements)
-        return await self.batcher.submit(valid, deadline)
+        return await self.batcher.submit(valid, deadline, priority)
+
+
+class _Hold:
+    """`ModelPool.hold`: a plain class rather than `asynccontextmanager`, whose generator machinery was a
+    visible cost on a path every request takes."""
+
+    __slots__ = ("model", "pool", "served", "version")
+
+    def __init__(self, pool: ModelPool, model: str, version: str) -> None:
+        self.pool, self.model, self.version = pool, model, version
+
+    async def __aenter__(self) -> ServedModel:
+        self.served = await self.pool._acquire(self.model, self.version)
+        return self.served
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool._release(self.served)
 
 
 class ModelPool:
@@ -129,6 +147,10 @@ class ModelPool:
         """The version an alias points at, or `version` itself if it is not an alias."""
         return self._aliases.get((model, version), version)
 
+    def alias_of(self, model: str, name: str = "production") -> str | None:
+        """The version alias ``name`` of ``model`` points at, if it is set."""
+        return self._aliases.get((model, name))
+
     def aliases(self, model: str) -> dict[str, str]:
         return {name: v for (m, name), v in self._aliases.items() if m == model}
 
@@ -139,6 +161,7 @@ class ModelPool:
         inputs: Mapping[str, np.ndarray],
         *,
         deadline: float | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> dict[str, np.ndarray]:
         """Validate `inputs` against the version's signature and run them through its batcher.
 
@@ -147,10 +170,9 @@ class ModelPool:
         `ModelLoadError` and whatever `Batcher.submit` raises.
         """
         async with self.hold(model, version) as served:
-            return await served.infer(inputs, deadline=deadline)
+            return await served.infer(inputs, deadline=deadline, priority=priority)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, model: str, version: str) -> AsyncIterator[ServedModel]:
+    def hold(self, model: str, version: str) -> contextlib.AbstractAsyncContextManager[ServedModel]:
         """The served version (`version` may be an alias), kept from eviction and retirement while
         the block runs. For callers that need more than `infer` gives, e.g. the concrete version::
 
@@ -158,11 +180,7 @@ class ModelPool:
                 outputs = await served.infer(inputs)
                 respond(served.version, outputs)
         """
-        served = await self._acquire(model, version)
-        try:
-            yield served
-        finally:
-            self._release(served)
+        return _Hold(self, model, version)
 
     async def get(self, model: str, version: str) -> ServedModel:
         """The served version (loading it if needed), e.g. for its signature. Not held: use `infer`."""

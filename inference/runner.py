@@ -12,6 +12,13 @@ Every touch of the module (load, warm-up, forward) happens on the runner's singl
 so the event loop never blocks on torch and CUDA state (current device, streams) stays on one
 thread. Forward passes are serialised: callers that want concurrency batch (see `batcher`).
 
+CUDA: each runner has a stream of its own (created on its worker thread), so passes of different
+models overlap on the device instead of queueing on the default stream, and stages every batch in
+page-locked host buffers kept across passes (copied asynchronously; pageable memory would cost the
+driver an extra staging copy and a synchronisation per input). The pass ends by synchronising its
+stream before outputs are read. `tests/inference/test_runner.py` runs this path on a CPU by faking
+CUDA's availability.
+
 Threads: `num_threads` is applied with ``torch.set_num_threads`` on the worker thread. With the
 OpenMP backend that bounds the parallel regions this thread starts, but torch also records it
 process-wide, so all runners of one process should use the same value (the pool passes one
@@ -23,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -71,6 +79,7 @@ class Runner:
         self.device = torch.device(device)
         self.num_threads = num_threads
         self._module: nn.Module | None = module
+        self._cuda = _CudaStaging(self.device) if self.device.type == "cuda" else None
         self._executor = _worker(num_threads)
         self.memory_bytes = _memory_bytes(module)
 
@@ -128,16 +137,24 @@ class Runner:
         self._executor.shutdown(wait=False)
 
     def _forward_sync(self, module: nn.Module, inputs: dict[str, np.ndarray | torch.Tensor]) -> dict[str, np.ndarray]:
-        tensors = []
-        rows = None
-        for spec in self.signature.inputs:
-            value = inputs[spec.name]
-            tensor = value if isinstance(value, torch.Tensor) else numpy_to_torch(value)
-            rows = tensor.shape[0] if rows is None else rows
-            tensors.append(tensor.to(self.device, non_blocking=True))
-        with torch.inference_mode():
-            result = module(*tensors)
-        named = self._map_outputs(result)
+        cuda = self._cuda
+        with cuda.on_stream() if cuda is not None else contextlib.nullcontext():
+            tensors = []
+            rows = None
+            for spec in self.signature.inputs:
+                value = inputs[spec.name]
+                tensor = value if isinstance(value, torch.Tensor) else numpy_to_torch(value)
+                rows = tensor.shape[0] if rows is None else rows
+                if cuda is not None:
+                    tensors.append(cuda.to_device(spec.name, tensor))
+                else:
+                    tensors.append(tensor.to(self.device, non_blocking=True))
+            with torch.inference_mode():
+                result = module(*tensors)
+            named = self._map_outputs(result)
+            if cuda is not None:
+                named = {name: tensor.to("cpu", non_blocking=True) for name, tensor in named.items()}
+                cuda.synchronize()
         outputs = {}
         for spec in self.signature.outputs:
             array = torch_to_numpy(named[spec.name], spec.datatype)
@@ -217,6 +234,43 @@ def dry_run(
         ) from exc
     finally:
         runner.close()
+
+
+def _pinned_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+
+class _CudaStaging:
+    """A runner's CUDA stream and its page-locked staging buffers. Used only on the runner's worker thread,
+    one pass at a time: a buffer is reused by the next pass only after `synchronize` ended this one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream: Any = None
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    @contextlib.contextmanager
+    def on_stream(self) -> Iterator[None]:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=self.device)
+        with torch.cuda.stream(self.stream):
+            yield
+
+    def to_device(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Copies ``tensor`` into the pinned buffer for input ``name`` (grown to the next power of two rows
+        when too small, replaced when the row shape or dtype changes), then to the device asynchronously."""
+        rows = tensor.shape[0]
+        buffer = self.buffers.get(name)
+        fits = buffer is not None and buffer.shape[0] >= rows and buffer.shape[1:] == tensor.shape[1:]
+        if buffer is None or not fits or buffer.dtype != tensor.dtype:
+            capacity = 1 << max(0, rows - 1).bit_length()
+            buffer = self.buffers[name] = _pinned_empty((capacity, *tensor.shape[1:]), tensor.dtype)
+        host = buffer[:rows]
+        host.copy_(tensor)
+        return host.to(self.device, non_blocking=True)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
 
 
 def _worker(num_threads: int) -> concurrent.futures.ThreadPoolExecutor:

@@ -18,7 +18,8 @@ the JSON must belong to exactly one input, or the request is refused.
 
 Request parameters understood: ``binary_data_output`` (bool: all outputs binary unless an output
 says otherwise) and ``timeout`` in **microseconds**, as Triton and ``tritonclient`` define it
-(`InferRequest.timeout_seconds`). Per output: ``parameters.binary_data`` (bool). Shared memory,
+(`InferRequest.timeout_seconds`), and Torchwire's ``priority`` (``high``, ``normal`` or ``low``;
+`InferRequest.priority`, see docs/batching.md). Per output: ``parameters.binary_data`` (bool). Shared memory,
 ``classification`` outputs, BYTES and BF16 tensors are refused with `V2Error`.
 
 Responses list outputs with a flat row-major ``data`` array, or ``parameters.binary_data_size`` and
@@ -30,7 +31,6 @@ strict JSON does not; ask for binary outputs when a model can produce them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from inference import jsonio
+from inference.batcher import Priority
 from inference.datatypes import Datatype, array_from_json, checked_shape, datatype_of, parse_datatype
 from inference.errors import DatatypeError, InputError, V2Error
 from inference.signature import Signature
@@ -74,6 +75,12 @@ class InferRequest:
     binary_data_output: bool
 
     @property
+    def priority(self) -> Priority:
+        """The ``priority`` request parameter (``high``, ``normal``, ``low``; Torchwire's own), else normal."""
+        value = self.parameters.get("priority")
+        return Priority.NORMAL if value is None else Priority.parse(value)
+
+    @property
     def timeout_seconds(self) -> float | None:
         """The ``timeout`` request parameter (microseconds on the wire), in seconds."""
         value = self.parameters.get("timeout")
@@ -91,6 +98,15 @@ class InferRequest:
             )
         binary = {o.name for o in self.outputs if (self.binary_data_output if o.binary is None else o.binary)}
         return [o.name for o in self.outputs], binary
+
+
+def message_priority(value: object) -> Priority:
+    """A ``priority`` given beside a V2 request (the websocket message's own field), checked like the
+    ``priority`` parameter."""
+    try:
+        return Priority.parse(value)
+    except ValueError:
+        raise V2Error("'priority' must be one of high, normal, low") from None
 
 
 def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest:
@@ -133,6 +149,12 @@ def decode_infer_document(document: object, binary: memoryview | None = None) ->
     if not isinstance(binary_output, bool):
         raise V2Error("parameters.binary_data_output must be a boolean")
     _check_timeout(parameters.get("timeout"))
+    priority = parameters.get("priority")
+    if priority is not None:
+        try:
+            Priority.parse(priority)
+        except ValueError:
+            raise V2Error("parameters.priority must be one of high, normal, low") from None
 
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -189,7 +211,7 @@ def encode_infer_response(
     if id is not None:
         document["id"] = id
     document["outputs"] = entries
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = jsonio.dumps(document)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -190,6 +190,7 @@ class InferConsumer(AuthenticatedConsumer):
         try:
             model = content.pop("model", None)
             version = content.pop("version", None)
+            priority = content.pop("priority", None)
             if not isinstance(model, str) or not model:
                 raise v2.V2Error("'model' (the model name) is required")
             try:
@@ -210,7 +211,8 @@ class InferConsumer(AuthenticatedConsumer):
                 timeout = decoded.timeout_seconds
                 deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
                 inputs = dict(decoded.inputs)
-                served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="ws")
+                rank = decoded.priority if priority is None else v2.message_priority(priority)
+                served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="ws", priority=rank)
                 seen.tensors(served, inputs, outputs)
             body, _ = v2.encode_infer_response(model, str(served), request_id, {n: outputs[n] for n in names}, False)
             body, _ = recording.with_prediction_id(body, None, seen.prediction_id)

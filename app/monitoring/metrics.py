@@ -52,6 +52,18 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge(
     "torchwire_batch_queue_rows", "Rows waiting for a batch", ["model", "version"], multiprocess_mode="livesum"
 )
+BATCH_EFFECTIVE_ROWS = Gauge(
+    "torchwire_batch_effective_max_rows", "Max rows per forward pass in force (tuned under a p99 target)",
+    ["model", "version"], multiprocess_mode="livemax",
+)
+BATCH_EFFECTIVE_DELAY = Gauge(
+    "torchwire_batch_effective_max_delay_seconds", "Longest wait for company in force (tuned under a p99 target)",
+    ["model", "version"], multiprocess_mode="livemax",
+)
+BATCH_LATENCY_P99 = Gauge(
+    "torchwire_batch_latency_p99_seconds", "p99 of submit-to-result in the batcher's last measuring window",
+    ["model", "version"], multiprocess_mode="livemax",
+)
 REJECTED = Counter("torchwire_inference_rejected_total", "Refused inference requests", ["model", "reason"])
 LOADED_MODELS = Gauge("torchwire_loaded_models", "Model versions loaded in memory", multiprocess_mode="livesum")
 LOADED_MEMORY = Gauge(
@@ -70,6 +82,9 @@ class PrometheusBatchObserver(BatchObserver):
         self._wait = QUEUE_WAIT.labels(**labels)
         self._compute = COMPUTE_TIME.labels(**labels)
         self._size = BATCH_SIZE.labels(**labels)
+        self._effective_rows = BATCH_EFFECTIVE_ROWS.labels(**labels)
+        self._effective_delay = BATCH_EFFECTIVE_DELAY.labels(**labels)
+        self._p99 = BATCH_LATENCY_P99.labels(**labels)
 
     def queue_depth(self, rows: int) -> None:
         self._depth.set(rows)
@@ -83,6 +98,12 @@ class PrometheusBatchObserver(BatchObserver):
 
     def rejected(self, reason: str) -> None:
         REJECTED.labels(model=self._model, reason=reason).inc()
+
+    def tuning(self, max_batch_size: int, max_delay_seconds: float, p99_seconds: float | None) -> None:
+        self._effective_rows.set(max_batch_size)
+        self._effective_delay.set(max_delay_seconds)
+        if p99_seconds is not None:
+            self._p99.set(p99_seconds)
 
 
 HTTP_REQUESTS = Counter(
@@ -124,11 +145,42 @@ DB_POOL_ERRORS = Counter("torchwire_db_pool_errors_total",
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+_http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def http_request(*, route: str, method: str, status: int, seconds: float) -> None:
     """``route`` is the URL pattern (``/api/v1/models/<name>``), never the raw path: one series per route."""
-    method = method if method in _METHODS else "OTHER"
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    series = _http_series.get(key)
+    if series is None:
+        # `labels()` takes a lock and builds the label tuple on every call: a few µs per request.
+        method = method if method in _METHODS else "OTHER"
+        series = HTTP_REQUESTS.labels(route, method, str(status)), HTTP_LATENCY.labels(route, method)
+        if len(_http_series) < 10_000:  # routes x methods x statuses; bounded all the same
+            _http_series[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+_inference_series: dict[tuple[str, str, str, str], Any] = {}
+_inference_latency: dict[tuple[str, str], Any] = {}
+
+
+def inference_request(*, model: str, version: str, protocol: str, status: str, seconds: float) -> None:
+    """One inference call's outcome (``torchwire_inference_requests_total``, ``..._latency_seconds``)."""
+    key = (model, version, protocol, status)
+    counter = _inference_series.get(key)
+    if counter is None:
+        counter = INFERENCE_REQUESTS.labels(model, version, protocol, status)
+        if len(_inference_series) < 100_000:
+            _inference_series[key] = counter
+    counter.inc()
+    latency = _inference_latency.get((model, protocol))
+    if latency is None:
+        latency = INFERENCE_LATENCY.labels(model, protocol)
+        if len(_inference_latency) < 100_000:
+            _inference_latency[(model, protocol)] = latency
+    latency.observe(seconds)
 
 
 # Websockets and events. The consumers (realtime/) call these; each is a few dict operations.

@@ -46,6 +46,8 @@ def model_out(model: MlModel) -> dict[str, Any]:
             "max_queue": model.max_queue,
             "timeout_ms": model.timeout_ms,
             "device": model.device,
+            "dispatch_policy": model.dispatch_policy or "default",
+            "target_p99_ms": model.target_p99_ms,
         },
         "production_version": production,
         "latest_version": max((n for n, _ in versions), default=None),

@@ -38,6 +38,10 @@ class MlModel(models.Model):
     max_queue = models.PositiveIntegerField(default=1024)
     timeout_ms = models.PositiveIntegerField(default=10000)
     device = models.CharField(max_length=16, default="auto")
+    # "" follows the deployment's TORCHWIRE_DISPATCH_POLICY; else "adaptive" or "fixed" (docs/batching.md).
+    dispatch_policy = models.CharField(max_length=16, blank=True, default="")
+    # When set, the batcher tunes its effective batch size and delay to keep its p99 latency under this.
+    target_p99_ms = models.FloatField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -25,6 +25,12 @@ class ModelPatchIn(Input):
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     # pydantic (Rust regex) and OpenAPI (ECMA) read `$` as the end of the text, unlike Python's `re`.
     device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
+    dispatch_policy: Literal["adaptive", "fixed", "default"] | None = Field(
+        default=None, description="How a batch closes: adaptive, fixed (waits max_delay_ms), or the deployment default")
+    target_p99_ms: float | None = Field(
+        default=None, gt=0, le=600_000, strict=True,
+        description="Batcher latency target: the effective batch size and delay are tuned to keep p99 under it; "
+                    "null clears it")
     sharing: list[str] | None = Field(default=None, max_length=1000)
 
 
@@ -34,6 +40,8 @@ class ServingOut(Schema):
     max_queue: int
     timeout_ms: int
     device: str
+    dispatch_policy: str
+    target_p99_ms: float | None
 
 
 class ModelOut(Schema):

@@ -32,6 +32,8 @@ SERVING_LIMITS: dict[str, tuple[float, float]] = {
     "max_queue": (1, 1_000_000),
     "timeout_ms": (1, 600_000),
 }
+TARGET_P99_MAX_MS = 600_000
+DISPATCH_POLICIES = ("adaptive", "fixed", "default")  # "default": the deployment's TORCHWIRE_DISPATCH_POLICY
 
 # Called after a promotion commits, with (model name, version number or None); the serving layer
 # registers itself here so the registry does not import it.
@@ -85,6 +87,16 @@ def model_settings_errors(*, changes: dict[str, Any]) -> list[dict[str, Any]]:
                 errors.append({"loc": [field], "field": field, "msg": f"must be a number in [{low:g}, {high:g}]"})
             elif field != "max_delay_ms" and int(value) != value:
                 errors.append({"loc": [field], "field": field, "msg": "must be an integer"})
+    target = changes.get("target_p99_ms")
+    if target is not None and (
+        not isinstance(target, int | float) or isinstance(target, bool) or not 0 < target <= TARGET_P99_MAX_MS
+    ):
+        errors.append({"loc": ["target_p99_ms"], "field": "target_p99_ms",
+                       "msg": f"must be a number in (0, {TARGET_P99_MAX_MS}] or null"})
+    policy = changes.get("dispatch_policy")
+    if policy is not None and policy not in DISPATCH_POLICIES:
+        errors.append({"loc": ["dispatch_policy"], "field": "dispatch_policy",
+                       "msg": f"one of {list(DISPATCH_POLICIES)}"})
     device = changes.get("device")
     if device is not None and (not isinstance(device, str) or DEVICE_RE.fullmatch(device) is None):
         errors.append({"loc": ["device"], "field": "device", "msg": "must be auto, cpu, cuda or cuda:N"})
@@ -115,6 +127,11 @@ def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlM
                 if field in ("max_batch_size", "max_queue", "timeout_ms"):
                     value = int(value)
                 setattr(locked, field, value)
+        if changes.get("dispatch_policy") is not None:
+            locked.dispatch_policy = "" if changes["dispatch_policy"] == "default" else changes["dispatch_policy"]
+        if "target_p99_ms" in changes:  # null clears it
+            target = changes["target_p99_ms"]
+            locked.target_p99_ms = None if target is None else float(target)
         locked.save()
         if sharing is not None:
             locked.shared_with.set(users)

@@ -18,6 +18,7 @@ from app.accounts.models import User
 from app.core.errors import Invalid
 from app.monitoring import recording
 from inference import v2
+from inference.batcher import Priority
 from inference.errors import RequestTooLarge, V2Error
 
 from . import records, runtime
@@ -75,8 +76,19 @@ def timeout_ms_from_header(raw: str | None) -> float | None:
     return value
 
 
+def priority_from_header(raw: str | None) -> Priority:
+    """The ``X-Priority`` header of a REST call (``high``, ``normal`` or ``low``), checked."""
+    if raw is None:
+        return Priority.NORMAL
+    try:
+        return Priority.parse(raw)
+    except ValueError:
+        raise Invalid("X-Priority must be one of high, normal, low") from None
+
+
 async def predict(user: User, name: str, version: int | None, inputs: Any, *, timeout_ms: float | None,
-                  size: int = 0, started: float | None = None) -> dict[str, Any]:
+                  size: int = 0, started: float | None = None,
+                  priority: Priority = Priority.NORMAL) -> dict[str, Any]:
     """``POST /api/v1/models/{name}/predict``: the answer body for JSON ``inputs`` (tensors or records)
     from a body of ``size`` bytes.
 
@@ -91,12 +103,14 @@ async def predict(user: User, name: str, version: int | None, inputs: Any, *, ti
         if records.is_records(inputs):
             off_loop = size > RECORDS_OFFLOAD_BYTES
             arrays = await _run(off_loop, records.records_to_inputs, target, inputs)
-            served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest")
+            served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest",
+                                                  priority=priority)
             answer: Any = await _run(off_loop, records.outputs_to_records, target, outputs)
             seen.records(served, inputs, answer)
         else:
             arrays, shorthand = await _run(size > OFFLOAD_BYTES, inputs_from_json, target.signature, inputs)
-            served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest")
+            served, outputs = await runtime.infer(target, arrays, deadline=deadline, protocol="rest",
+                                                  priority=priority)
             answer = outputs_to_json(outputs, shorthand)
             seen.tensors(served, arrays, outputs)
     return {
@@ -159,7 +173,8 @@ async def v2_infer(user: User, name: str, version: int | None, body: bytes,
         timeout = decoded.timeout_seconds
         deadline = runtime.deadline_for(target, None if timeout is None else timeout * 1000)
         inputs = dict(decoded.inputs)
-        served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="v2")
+        served, outputs = await runtime.infer(target, inputs, deadline=deadline, protocol="v2",
+                                              priority=decoded.priority)
         seen.tensors(served, inputs, outputs)
     selected = {n: outputs[n] for n in names}
     payload, json_length = v2.encode_infer_response(name, str(served), decoded.id, selected, binary)

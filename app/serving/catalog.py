@@ -41,6 +41,8 @@ class ModelInfo:
     max_queue: int
     timeout_ms: int
     device: str
+    dispatch_policy: str  # "" for the deployment default
+    target_p99_ms: float | None
 
     def readable_by(self, user: User) -> bool:
         return (
@@ -94,6 +96,8 @@ def _fetch_model(name: str) -> ModelInfo | None:
         max_queue=model.max_queue,
         timeout_ms=model.timeout_ms,
         device=model.device,
+        dispatch_policy=model.dispatch_policy,
+        target_p99_ms=model.target_p99_ms,
     )
 
 

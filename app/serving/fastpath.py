@@ -21,7 +21,6 @@ are passed to Django to do so.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -44,7 +43,7 @@ from app.core.headers import security_headers
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
-from inference import v2
+from inference import jsonio, v2
 from inference.errors import InferenceError
 
 from . import calls, v2_views
@@ -77,7 +76,7 @@ class Response:
 
     @classmethod
     def json(cls, status: int, body: Any) -> Response:
-        body = json.dumps(body, separators=(",", ":")).encode()
+        body = jsonio.dumps(body)
         return cls(status, body, [(b"content-type", b"application/json; charset=utf-8")])  # as django-ninja
 
     @classmethod
@@ -225,8 +224,10 @@ class InferenceFastPath:
             else:
                 inputs = _predict_inputs(body)
             timeout_ms = calls.timeout_ms_from_header(headers.get("x-request-timeout-ms"))
+            priority = calls.priority_from_header(headers.get("x-priority"))
             return Response.json(200, await calls.predict(user, match.group(1), version, inputs,
-                                                         timeout_ms=timeout_ms, size=len(body)))
+                                                         timeout_ms=timeout_ms, size=len(body),
+                                                         priority=priority))
         except BodyTooLarge:
             return Response.of(error_response(413, TOO_LARGE))
         except ApiError as exc:

@@ -31,7 +31,7 @@ from app.core.lifecycle import on_shutdown, on_startup, state
 from app.core.storage import get_storage
 from app.monitoring import metrics
 from app.registry import services as registry_services
-from inference.batcher import BatchConfig
+from inference.batcher import BatchConfig, Priority
 from inference.errors import ModelNotFound, ShuttingDown
 from inference.pool import LoadedModel, ModelPool
 from inference.signature import Signature
@@ -141,10 +141,12 @@ def _on_registry_change(name: str, version: int | None) -> None:
 
 def _batch_config(info: catalog.ModelInfo) -> BatchConfig:
     return BatchConfig(max_batch_size=info.max_batch_size, max_delay_ms=info.max_delay_ms, max_queue=info.max_queue,
-                       timeout_ms=info.timeout_ms)
+                       timeout_ms=info.timeout_ms, dispatch_policy=info.dispatch_policy or settings.DISPATCH_POLICY,
+                       target_p99_ms=info.target_p99_ms)
 
 
 _applied: dict[str, tuple[BatchConfig, str]] = {}
+_checked: dict[str, catalog.ModelInfo] = {}  # the catalog entry last compared: a new one every CATALOG_TTL
 
 
 def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
@@ -152,6 +154,9 @@ def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
     within the catalog's TTL). Batch settings apply in place: the batcher reads its config for every
     batch, so nothing is unloaded and no request fails. A new device needs a reload, done in the
     background while the old copy keeps serving what it holds."""
+    if _checked.get(info.name) is info:
+        return
+    _checked[info.name] = info
     wanted = (_batch_config(info), info.device)
     if _applied.get(info.name) == wanted:
         return
@@ -209,7 +214,7 @@ async def resolve(user: User, name: str, version: int | None) -> Target:
         if info.production is None:
             pool.unalias(name, PRODUCTION)
             raise NotFound(f"model {name!r} has no production version; promote one or pass a version")
-        current = pool.aliases(name).get(PRODUCTION)
+        current = pool.alias_of(name, PRODUCTION)
         if current is None:
             await pool.alias(name, str(info.production), name=PRODUCTION)
         elif current != str(info.production) and name not in _swaps:
@@ -226,9 +231,8 @@ def deadline_for(target: Target, timeout_ms: float | None) -> float:
     return time.monotonic() + max(ms, 0) / 1000.0
 
 
-async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: float, protocol: str) -> tuple[
-    int, dict[str, np.ndarray]
-]:
+async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: float, protocol: str,
+                priority: Priority = Priority.NORMAL) -> tuple[int, dict[str, np.ndarray]]:
     """Runs ``inputs`` through the shared batcher; returns the version that answered and its outputs.
 
     Records request metrics. Raises the `inference.errors` exceptions; callers map them to their
@@ -240,7 +244,7 @@ async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: floa
     try:
         async with get_pool().hold(target.model.name, target.label) as served:
             version = int(served.version)
-            outputs = await served.infer(inputs, deadline=deadline)
+            outputs = await served.infer(inputs, deadline=deadline, priority=priority)
         return version, outputs
     except asyncio.CancelledError:
         status = "cancelled"
@@ -249,8 +253,18 @@ async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: floa
         status = getattr(exc, "code", "error")
         raise
     finally:
-        metrics.INFERENCE_REQUESTS.labels(target.model.name, str(version), protocol, status).inc()
-        metrics.INFERENCE_LATENCY.labels(target.model.name, protocol).observe(time.perf_counter() - started)
+        metrics.inference_request(model=target.model.name, version=str(version), protocol=protocol, status=status,
+                                  seconds=time.perf_counter() - started)
+
+
+def batching_stats(name: str) -> list[dict[str, object]]:
+    """What the batchers of ``name``'s loaded versions in this process measured and chose (per process:
+    each serving process tunes its own)."""
+    pool = _pool
+    if pool is None:
+        return []
+    loaded = sorted((s for s in pool.loaded() if s.model == name), key=lambda s: int(s.version))
+    return [{"version": int(s.version), **s.batcher.stats()} for s in loaded]
 
 
 def loaded_gauges() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference import architectures
-from inference.batcher import BatchConfig, Batcher, BatchObserver
+from inference.batcher import BatchConfig, Batcher, BatchObserver, Priority
 from inference.errors import BatchFailed, DeadlineExceeded, QueueFull, RequestTooLarge, ShuttingDown
 from inference.runner import Runner
 
@@ -75,7 +76,7 @@ class Recorder(BatchObserver):
         self.rejections.append(reason)
 
 
-async def started(runner: object, **config: float) -> Batcher:
+async def started(runner: object, **config: Any) -> Batcher:
     batcher = Batcher(runner, BatchConfig(**config))  # type: ignore[arg-type]
     await batcher.start()
     return batcher
@@ -197,9 +198,9 @@ async def test_dtypes_are_grouped_too() -> None:
 # -- latency and batch formation ---------------------------------------------------------------------
 
 
-async def test_concurrency_one_adds_at_most_max_delay() -> None:
+async def test_fixed_policy_at_concurrency_one_adds_at_most_max_delay() -> None:
     runner = ScriptedRunner()
-    batcher = await started(runner, max_batch_size=32, max_delay_ms=30)
+    batcher = await started(runner, max_batch_size=32, max_delay_ms=30, dispatch_policy="fixed")
     latencies = []
     for i in range(5):
         t0 = time.monotonic()
@@ -236,7 +237,7 @@ async def test_a_full_batch_closes_without_waiting_for_the_delay() -> None:
 async def test_under_load_the_next_batch_forms_while_one_computes() -> None:
     runner = ScriptedRunner()
     runner.hold()
-    batcher = await started(runner, max_batch_size=32, max_delay_ms=20)
+    batcher = await started(runner, max_batch_size=32, max_delay_ms=20, dispatch_policy="fixed")
     first = asyncio.create_task(batcher.submit(rows(0.0)))
     await until(lambda: bool(runner.batches))
     queued = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(1, 41)]
@@ -429,7 +430,8 @@ async def test_drain_timeout_fails_what_is_left() -> None:
 async def test_observer_sees_queue_waits_and_batches() -> None:
     runner = ScriptedRunner()
     observer = Recorder()
-    batcher = Batcher(runner, BatchConfig(max_batch_size=4, max_delay_ms=10), observer)  # type: ignore[arg-type]
+    config = BatchConfig(max_batch_size=4, max_delay_ms=10, dispatch_policy="fixed")
+    batcher = Batcher(runner, config, observer)  # type: ignore[arg-type]
     await batcher.start()
     await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(3)))
     assert [(r, n) for r, n, _ in observer.batches] == [(3, 3)]
@@ -460,9 +462,11 @@ async def test_an_abandoned_request_at_the_head_is_skipped_not_computed() -> Non
     waiter = asyncio.create_task(batcher.submit(rows(666.0)))
     survivor = asyncio.create_task(batcher.submit(rows(2.0)))
     await asyncio.sleep(0)
-    queue = next(iter(batcher._queues.values()))
-    queue[0].future.cancel()
-    batch = batcher._take(queue[0].key, time.monotonic())
+    group = next(iter(batcher._groups.values()))
+    abandoned = group.top(Priority.NORMAL)
+    assert abandoned is not None
+    abandoned.future.cancel()
+    batch = batcher._take(group, time.monotonic())
     assert [s.request.inputs["x"][0, 0] for s in batch] == [2.0]
     assert batcher.queued_rows == 0
     with pytest.raises(asyncio.CancelledError):

@@ -142,3 +142,18 @@ def test_nesting_of_any_depth_answers_a_value_error_or_the_document(prefix, leve
         jsonio.loads(text)
     except ValueError:
         pass
+@pytest.mark.parametrize("value", [
+    {"outputs": [[0.1, 2.0, -3e-07, 1e308, 5e-324]], "id": "x", "version": 1},
+    {"unicode": "\u00e9\u4e2d", "nested": {"a": [True, False, None]}, "text": "null and NaN"},
+    [float(v) / 7 for v in range(300)],
+])
+def test_dumps_writes_what_json_dumps_means(value):
+    assert json.loads(jsonio.dumps(value)) == json.loads(json.dumps(value)) == value
+
+
+def test_dumps_keeps_the_standard_librarys_non_finite_tokens():
+    # orjson would write null; clients until now got NaN / Infinity (and read them back as floats).
+    value = {"outputs": [[1.0, float("nan")], [float("inf"), -float("inf")]], "label": None}
+    assert jsonio.dumps(value) == json.dumps(value, separators=(",", ":")).encode()
+    out = json.loads(jsonio.dumps(value))["outputs"]
+    assert math.isnan(out[0][1]) and out[1] == [math.inf, -math.inf]

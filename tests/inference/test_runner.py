@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,95 @@ def test_resolve_device_prefers_cuda_when_present(monkeypatch: pytest.MonkeyPatc
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(DeviceError, match="only 2 CUDA"):
         resolve_device("cuda:2")
+
+
+class FakeStream:
+    registry: list[FakeStream] = []
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.thread, self.synced = device, threading.current_thread().name, 0
+        self.registry.append(self)
+
+    def synchronize(self) -> None:
+        self.synced += 1
+
+
+class FakeCuda:
+    """CUDA faked on a CPU machine: streams that record where they were made and used, page-locked
+    allocations that record their shapes, and copies to a cuda device that stay on the CPU."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.streams: list[FakeStream] = []
+        self.current: list[FakeStream] = []
+        self.pinned: list[tuple[int, ...]] = []
+        self.copies: list[tuple[str, bool]] = []  # (device type, non_blocking) of each copy to the device
+        fake = self
+
+        @contextlib.contextmanager
+        def stream(s: FakeStream) -> Iterator[None]:
+            fake.current.append(s)
+            try:
+                yield
+            finally:
+                fake.current.pop()
+
+        def pinned_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            fake.pinned.append(shape)
+            return torch.empty(shape, dtype=dtype)
+
+        real_to = torch.Tensor.to
+
+        def to(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            target = args[0] if args else kwargs.get("device")
+            if isinstance(target, torch.device) and target.type == "cuda":
+                assert fake.current, "a copy to the device outside the runner's stream"
+                fake.copies.append((target.type, bool(kwargs.get("non_blocking"))))
+                return tensor.clone()
+            return real_to(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(FakeStream, "registry", self.streams)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+        monkeypatch.setattr(torch.cuda, "stream", stream)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        monkeypatch.setattr(runner_module, "_pinned_empty", pinned_empty)
+
+
+async def test_on_cuda_a_runner_has_its_own_stream_and_stages_batches_in_pinned_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cuda = FakeCuda(monkeypatch)
+    probe = Probe()
+    runner = Runner(probe, SIG_1_1, resolve_device("cuda"))
+    other = Runner(Probe(), SIG_1_1, "cuda:0")
+    for rows in (3, 1, 4, 5):
+        out = await runner.forward({"x": np.full((rows, 2), rows, dtype=np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full((rows, 2), 2 * rows, dtype=np.float32))
+    await other.forward({"x": np.ones((2, 2), dtype=np.float32)})
+    runner.close()
+    other.close()
+    # One stream per runner, made on the runner's worker thread and synchronised after every pass.
+    assert len(cuda.streams) == 2
+    mine = cuda.streams[0]
+    assert mine.thread.startswith("torchwire-runner") and mine.device == torch.device("cuda")
+    assert mine.synced == 4 and cuda.streams[1].synced == 1
+    # Inputs go through a page-locked buffer that is reused, and grown only when a batch outgrows it.
+    assert cuda.pinned == [(4, 2), (8, 2), (2, 2)]
+    assert cuda.copies == [("cuda", True)] * 5
+    assert all(c["thread"].startswith("torchwire-runner") for c in probe.calls)
+
+
+async def test_on_cuda_a_new_row_shape_gets_its_own_pinned_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda = FakeCuda(monkeypatch)
+    sig = signature([("x", "FP64", [-1, -1])], [("y", "FP64", [-1, -1])])
+    runner = Runner(Probe(), sig, "cuda")
+    for width in (3, 3, 5):
+        out = await runner.forward({"x": np.ones((2, width))})
+        assert out["y"].shape == (2, width) and out["y"].dtype == np.float64
+    runner.close()
+    assert cuda.pinned == [(2, 3), (2, 5)]
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -60,7 +60,7 @@ def test_create_needs_maintainer(client, make_user, maintainer):
     body = response.json()
     assert body["owner"] == maintainer[0].username and body["visibility"] == "private"
     assert body["serving"] == {"max_batch_size": 32, "max_delay_ms": 5.0, "max_queue": 1024, "timeout_ms": 10000,
-                               "device": "auto"}
+                               "device": "auto", "dispatch_policy": "default", "target_p99_ms": None}
     assert create_model(client, token, "iris").status_code == 409
     bad = create_model(client, token, "Bad Name!")
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "name"
@@ -106,6 +106,30 @@ def test_patch_serving_config_validates_and_is_atomic(client, maintainer):
         assert response.status_code == 422, (bad, response.text)
     serving = client.get("/api/v1/models/cfg", headers=bearer(token)).json()["serving"]
     assert serving["max_batch_size"] == 64 and serving["device"] == "cpu"
+
+
+def test_patch_dispatch_policy_and_p99_target(client, maintainer):
+    _, token = maintainer
+    create_model(client, token, "tuned")
+    url = "/api/v1/models/tuned"
+    response = client.patch(url, json={"target_p99_ms": 25, "dispatch_policy": "fixed"}, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["serving"]["target_p99_ms"] == 25.0
+    assert response.json()["serving"]["dispatch_policy"] == "fixed"
+    # Other changes leave them alone; null clears the target; "default" follows the deployment again.
+    serving = client.patch(url, json={"max_batch_size": 16}, headers=bearer(token)).json()["serving"]
+    assert serving["target_p99_ms"] == 25.0 and serving["dispatch_policy"] == "fixed"
+    serving = client.patch(url, json={"target_p99_ms": None, "dispatch_policy": "default"},
+                           headers=bearer(token)).json()["serving"]
+    assert serving["target_p99_ms"] is None and serving["dispatch_policy"] == "default"
+    for bad in ({"target_p99_ms": 0}, {"target_p99_ms": -5}, {"target_p99_ms": "fast"}, {"target_p99_ms": 10**9},
+                {"target_p99_ms": True}, {"dispatch_policy": "greedy"}, {"dispatch_policy": 1}):
+        response = client.patch(url, json=bad, headers=bearer(token))
+        assert response.status_code == 422, (bad, response.text)
+        error = response.json()["error"]
+        assert error["code"] and error["message"] and next(iter(bad)) in error["message"] + str(error["details"])
+    serving = client.get(url, headers=bearer(token)).json()["serving"]
+    assert serving["target_p99_ms"] is None and serving["dispatch_policy"] == "default"
 
 
 def test_publish_safetensors_versions_and_sha(client, maintainer):

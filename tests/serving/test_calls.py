@@ -73,7 +73,8 @@ PIPELINE = FeaturePipeline.fit({"age": [20.0, 30.0, 40.0], "city": ["Oslo", "Rom
 
 def _target(max_queue: int = 100_000) -> runtime.Target:
     info = ModelInfo(id=1, name="m", owner_id=1, visibility="public", shared_with=frozenset(), production=1,
-                     max_batch_size=32, max_delay_ms=0, max_queue=max_queue, timeout_ms=1000, device="cpu")
+                     max_batch_size=32, max_delay_ms=0, max_queue=max_queue, timeout_ms=1000, device="cpu",
+                     dispatch_policy="", target_p99_ms=None)
     signature = Signature.from_dict({
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, PIPELINE.n_features]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 2]}]})

@@ -146,7 +146,7 @@ def _metric(server: Server, prefix: str) -> float:
 def test_client_that_disconnects_costs_no_compute(server, publish_model):
     """The request waits for company (max_delay_ms=1000); the client gives up after 0.2 s; its row is
     withdrawn and never computed, and the route keeps serving."""
-    model = publish_model("fast-gone", max_batch_size=64, max_delay_ms=1000)
+    model = publish_model("fast-gone", max_batch_size=64, max_delay_ms=1000, dispatch_policy="fixed")
     url = server.url + "/api/v1/models/fast-gone/predict"
     assert httpx.post(url, json={"inputs": ROWS}, headers=bearer(model.token), timeout=30).status_code == 200
     rows_before = _metric(server, 'torchwire_batch_size_rows_sum{model="fast-gone"')

@@ -149,3 +149,47 @@ def test_serving_settings_apply_to_a_loaded_model(client, publish_model):
     assert client.post(url, json={"inputs": ROWS[:1]}, headers=bearer(model.token)).status_code == 200
     client.patch("/api/v1/models/rest-settings", json={"max_queue": 64}, headers=bearer(model.token))
     assert client.post(url, json={"inputs": ROWS}, headers=bearer(model.token)).status_code == 200
+
+
+def test_priority_header(client, publish_model):
+    model = publish_model("rest-priority")
+    url = "/api/v1/models/rest-priority/predict"
+    for value in ("low", "HIGH", "normal"):
+        response = client.post(url, json={"inputs": ROWS}, headers={**bearer(model.token), "X-Priority": value})
+        assert response.status_code == 200, response.text
+        assert _close(response.json()["outputs"], model.expected(ROWS))
+    for bad in ("urgent", "", "1"):
+        response = client.post(url, json={"inputs": ROWS}, headers={**bearer(model.token), "X-Priority": bad})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"] == "X-Priority must be one of high, normal, low"
+
+
+def test_stats_report_what_the_batcher_chose(client, make_user, publish_model):
+    model = publish_model("rest-stats", max_batch_size=16, max_delay_ms=2, target_p99_ms=500)
+    url = "/api/v1/models/rest-stats"
+    assert client.post(url + "/predict", json={"inputs": ROWS}, headers=bearer(model.token)).status_code == 200
+    response = client.get(url + "/stats", headers=bearer(model.token))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "rest-stats" and body["process"]
+    (version,) = body["versions"]
+    assert version["version"] == 1 and version["dispatch_policy"] == "adaptive"
+    assert version["target_p99_ms"] == 500 and version["max_batch_size"] == 16
+    assert 1 <= version["effective_max_batch_size"] <= 16 and 0 <= version["effective_max_delay_ms"] <= 2
+    # A change of the serving settings reaches the loaded batcher (within the catalog's second).
+    client.patch(url, json={"dispatch_policy": "fixed", "target_p99_ms": None}, headers=bearer(model.token))
+    import time
+
+    time.sleep(1.2)
+    assert client.post(url + "/predict", json={"inputs": ROWS}, headers=bearer(model.token)).status_code == 200
+    (version,) = client.get(url + "/stats", headers=bearer(model.token)).json()["versions"]
+    assert version["dispatch_policy"] == "fixed" and version["target_p99_ms"] is None
+    assert (version["effective_max_batch_size"], version["effective_max_delay_ms"]) == (16, 2)
+    # What is exported to Prometheus too.
+    metrics = client.get("/metrics").text
+    assert 'torchwire_batch_effective_max_rows{model="rest-stats",version="1"} 16.0' in metrics
+    # Like the model itself: a caller who cannot see it gets 404.
+    client.patch(url, json={"visibility": "private"}, headers=bearer(model.token))
+    stranger = login(client, make_user("member"))["access"]
+    time.sleep(1.2)
+    assert client.get(url + "/stats", headers=bearer(stranger)).status_code == 404

@@ -85,6 +85,8 @@ def test_raw_v2_errors_are_400_json(client, publish_model):
     good = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     ok = post(json.dumps(good).encode())
     assert ok.status_code == 200 and len(ok.json()["outputs"][0]["data"]) == 3
+    low = post(json.dumps({**good, "parameters": {"priority": "low"}}).encode())
+    assert low.status_code == 200 and low.json()["outputs"][0]["data"] == ok.json()["outputs"][0]["data"]
     cases = [
         (b"{nope", None, "malformed"),
         (json.dumps({"inputs": []}).encode(), None, "non-empty"),
@@ -99,6 +101,8 @@ def test_raw_v2_errors_are_400_json(client, publish_model):
          None, "empty"),
         (json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode(),
          None, "unknown input"),
+        (json.dumps({**good, "parameters": {"priority": "urgent"}}).encode(), None, "priority"),
+        (json.dumps({**good, "parameters": {"priority": 0}}).encode(), None, "priority"),
     ]
     for body, header, needle in cases:
         extra = None

@@ -94,13 +94,21 @@ async def test_id_version_and_v2_errors(server, publish_model):
         await ws.send(json.dumps({"id": "bad", "model": "ws-v2", "inputs": {"name": "input"}}))
         await ws.send(json.dumps({"id": "out", "model": "ws-v2", "outputs": [{"name": "nope"}], "inputs": [
             {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}))
+        one_row = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+        await ws.send(json.dumps({"id": "low", "model": "ws-v2", "priority": "low", "inputs": one_row}))
+        await ws.send(json.dumps({"id": "high", "model": "ws-v2", "parameters": {"priority": "high"},
+                                  "inputs": one_row}))
+        await ws.send(json.dumps({"id": "rank", "model": "ws-v2", "priority": "soon", "inputs": one_row}))
         got = {}
-        for _ in range(3):
+        for _ in range(6):
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             got[message["id"]] = message
     assert got["7"]["model_version"] == "1" and got["7"]["parameters"]["prediction_id"]
     assert got["bad"] == {"id": "bad", "code": "invalid_request", "error": "'inputs' must be a non-empty list"}
     assert got["out"]["code"] == "invalid_request" and "unknown output 'nope'" in got["out"]["error"]
+    assert got["low"]["outputs"][0]["data"] == got["high"]["outputs"][0]["data"]
+    assert got["rank"] == {"id": "rank", "code": "invalid_request",
+                           "error": "'priority' must be one of high, normal, low"}
 
 
 def _metric(server, prefix: str) -> float:
@@ -111,7 +119,7 @@ def _metric(server, prefix: str) -> float:
 async def test_closing_the_socket_withdraws_queued_requests(server, publish_model):
     """Requests wait for company (max_delay_ms=1000); the socket closes first; their rows are withdrawn
     and never computed."""
-    model = publish_model("ws-gone", max_batch_size=64, max_delay_ms=1000)
+    model = publish_model("ws-gone", max_batch_size=64, max_delay_ms=1000, dispatch_policy="fixed")
     uri = f"{server.ws_url}/ws/v1/infer"
     async with websockets.connect(uri, subprotocols=["bearer", model.token]) as ws:
         await ws.send(_request(0, [[1, 2, 3, 4]], model="ws-gone"))
