@@ -466,6 +466,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/models/{name}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The batchers of this model's loaded versions, live */
+        get: operations["predict_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/models/{name}/versions": {
         parameters: {
             query?: never;
@@ -630,6 +647,47 @@ export interface components {
             name: string;
             /** Prefix */
             prefix: string;
+        };
+        /** BatchingOut */
+        BatchingOut: {
+            /** Arrival Rows Per S */
+            arrival_rows_per_s: number;
+            /**
+             * Compute Ms
+             * @description Fitted forward-pass cost: fixed + per_row * rows
+             */
+            compute_ms: {
+                [key: string]: number;
+            } | null;
+            /** Dispatch Policy */
+            dispatch_policy: string;
+            /**
+             * Effective Max Batch Size
+             * @description Rows per pass in force (tuned below the maximum under a target)
+             */
+            effective_max_batch_size: number;
+            /**
+             * Effective Max Delay Ms
+             * @description Longest wait for company in force
+             */
+            effective_max_delay_ms: number;
+            /** Max Batch Size */
+            max_batch_size: number;
+            /** Max Delay Ms */
+            max_delay_ms: number;
+            /** Mean Batch Rows */
+            mean_batch_rows: number | null;
+            /**
+             * P99 Ms
+             * @description p99 of submit-to-result over the last measuring window
+             */
+            p99_ms: number | null;
+            /** Queued Rows */
+            queued_rows: number;
+            /** Target P99 Ms */
+            target_p99_ms: number | null;
+            /** Version */
+            version: number;
         };
         /** BatchPredictIn */
         BatchPredictIn: {
@@ -811,6 +869,11 @@ export interface components {
             description?: string | null;
             /** Device */
             device?: string | null;
+            /**
+             * Dispatch Policy
+             * @description How a batch closes: adaptive, fixed (waits max_delay_ms), or the deployment default
+             */
+            dispatch_policy?: ("adaptive" | "fixed" | "default") | null;
             /** Max Batch Size */
             max_batch_size?: number | null;
             /** Max Delay Ms */
@@ -819,6 +882,11 @@ export interface components {
             max_queue?: number | null;
             /** Sharing */
             sharing?: string[] | null;
+            /**
+             * Target P99 Ms
+             * @description Batcher latency target: the effective batch size and delay are tuned to keep p99 under it; null clears it
+             */
+            target_p99_ms?: number | null;
             /** Timeout Ms */
             timeout_ms?: number | null;
             /** Visibility */
@@ -906,12 +974,16 @@ export interface components {
         ServingOut: {
             /** Device */
             device: string;
+            /** Dispatch Policy */
+            dispatch_policy: string;
             /** Max Batch Size */
             max_batch_size: number;
             /** Max Delay Ms */
             max_delay_ms: number;
             /** Max Queue */
             max_queue: number;
+            /** Target P99 Ms */
+            target_p99_ms: number | null;
             /** Timeout Ms */
             timeout_ms: number;
         };
@@ -967,6 +1039,18 @@ export interface components {
             } | null;
             /** Tensors */
             tensors: components["schemas"]["TensorSpecOut"][];
+        };
+        /** StatsOut */
+        StatsOut: {
+            /** Model */
+            model: string;
+            /**
+             * Process
+             * @description The serving process that answered: each one batches and tunes on its own
+             */
+            process: string;
+            /** Versions */
+            versions: components["schemas"]["BatchingOut"][];
         };
         /** TensorSpecOut */
         TensorSpecOut: {
@@ -2996,6 +3080,55 @@ export interface operations {
             };
             /** @description The request body is larger than this endpoint accepts */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well-formed but invalid; `details` says where */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    predict_stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such object, or one the caller cannot see (the two are not told apart) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
