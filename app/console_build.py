@@ -79,7 +79,7 @@ def node_version(node: str = "node") -> tuple[int, ...] | None:
     if binary is None:
         return None
     result = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    match = re.match(r"v(\d+)\.(\d+)", result.stdout.strip())
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\S*", result.stdout.strip())
     return tuple(int(p) for p in match.groups()) if match else None
 
 
