@@ -1,6 +1,6 @@
 from typing import Any
 
-from ninja import Schema
+from ninja import Query, Schema
 from ninja_extra import api_controller, route
 from pydantic import Field
 
@@ -9,7 +9,7 @@ from app.api.openapi import errors
 from app.api.schemas import Input
 from app.monitoring import recording
 
-from . import calls, catalog, runtime
+from . import calls, catalog, livestats, runtime
 
 
 class PredictIn(Input):
@@ -45,6 +45,28 @@ class StatsOut(Schema):
     versions: list[BatchingOut]
 
 
+class LivePointOut(Schema):
+    t: int = Field(description="The second (Unix time) the figures cover")
+    processes: int = Field(description="Serving processes that had traffic in that second")
+    requests_per_s: int
+    p50_ms: float | None = Field(description="Median submit-to-answer time of the successful requests")
+    p99_ms: float | None
+    queue_depth: int = Field(description="Most rows waiting for a batch at once, summed over processes")
+    batches_per_s: int
+    rows_per_s: int
+    mean_batch_size: float | None = Field(description="Rows per forward pass")
+    busy_share: float = Field(description="Share of the second the runners spent in forward passes (per process)")
+    effective_max_batch_size: int | None = Field(description="Rows per pass the batchers allowed at last tuning")
+    errors: dict[str, int] = Field(description="Failed calls by error code")
+    rejections: dict[str, int] = Field(description="Requests the batchers refused or dropped, by reason")
+
+
+class LiveStatsOut(Schema):
+    model: str
+    topic: str = Field(description="Where the same points arrive live (websocket /ws/v1/events, type serving.stats)")
+    points: list[LivePointOut] = Field(description="Oldest first; a second without traffic has no point")
+
+
 @api_controller("/models", tags=["inference"], auth=bearer_auth)
 class PredictController(Controller):
     """Documents the route and serves it when the fast path (`app.serving.fastpath`) is switched off."""
@@ -61,3 +83,10 @@ class PredictController(Controller):
     async def stats(self, name: str) -> dict[str, Any]:
         info = await catalog.model_for(self.caller, name)
         return {"model": info.name, "process": recording.source(), "versions": runtime.batching_stats(info.name)}
+
+    @route.get("/{name}/stats/live", response=LiveStatsOut,
+               summary="Serving figures per second over every serving process, for the last minutes")
+    async def live_stats(self, name: str, minutes: int = Query(5, ge=1, le=60)) -> dict[str, Any]:
+        info = await catalog.model_for(self.caller, name)
+        points = await livestats.series(model=info.name, seconds=minutes * 60)
+        return {"model": info.name, "topic": livestats.topic(info.name), "points": points}

@@ -36,7 +36,7 @@ from inference.errors import ModelNotFound, ShuttingDown
 from inference.pool import LoadedModel, ModelPool
 from inference.signature import Signature
 
-from . import catalog
+from . import catalog, livestats
 
 logger = logging.getLogger(__name__)
 PRODUCTION = "production"
@@ -61,7 +61,7 @@ class Target:
 
 
 def _observer(model: str, version: str) -> metrics.PrometheusBatchObserver:
-    return metrics.PrometheusBatchObserver(model, int(version))
+    return livestats.StatsObserver(model, int(version))
 
 
 async def _load(model_name: str, version_label: str) -> LoadedModel:
@@ -128,6 +128,7 @@ async def _start() -> None:
 @on_shutdown
 async def _stop() -> None:
     global _pool
+    await livestats.stop()
     if _pool is not None:
         await _pool.shutdown(settings.DRAIN_SECONDS)
         _pool = None
@@ -253,8 +254,10 @@ async def infer(target: Target, inputs: dict[str, np.ndarray], *, deadline: floa
         status = getattr(exc, "code", "error")
         raise
     finally:
+        seconds = time.perf_counter() - started
         metrics.inference_request(model=target.model.name, version=str(version), protocol=protocol, status=status,
-                                  seconds=time.perf_counter() - started)
+                                  seconds=seconds)
+        livestats.request(model=target.model.name, seconds=seconds, status=status)
 
 
 def batching_stats(name: str) -> list[dict[str, object]]:
