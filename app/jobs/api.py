@@ -2,6 +2,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
+from ninja import Schema
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -49,6 +50,21 @@ class BatchPredictIn(Input):
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)
     dataset_id: int
+
+
+class EpochMetricOut(Schema):
+    epoch: int
+    train_loss: float | None = Field(description="Training loss; null where it was not a finite number")
+    val_loss: float | None
+    metric_name: str = Field(description="accuracy (classification) or rmse (regression)")
+    metric: float | None
+    elapsed_s: float = Field(description="Seconds of training up to the end of this epoch")
+
+
+class JobMetricsOut(Schema):
+    job_id: int
+    state: JobState
+    epochs: list[EpochMetricOut]
 
 
 # One Server-Sent Event as a client's parser sees it (realtime/sse.py writes them).
@@ -115,6 +131,15 @@ class JobController(Controller):
     async def get_job(self, job_id: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             return _out(selectors.job_get(user=self.caller, job_id=job_id))
+
+        return await sync_to_async(run)()
+
+    @route.get("/{job_id}/metrics", response={200: JobMetricsOut, **errors(404)},
+               summary="A training job's figures per epoch (kept with the job: no event log needed)")
+    async def metrics(self, job_id: int) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            job = selectors.job_get(user=self.caller, job_id=job_id)
+            return {"job_id": job.pk, "state": job.state, "epochs": selectors.job_metrics(job=job)}
 
         return await sync_to_async(run)()
 

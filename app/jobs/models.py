@@ -74,3 +74,25 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} of job {self.job_id}"
+
+
+class JobMetric(models.Model):
+    """One training epoch's figures (`inference.training.EpochReport`), written with the job's progress in
+    the same transaction, once per epoch: a finished job's curves load from here, not the event log."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metrics")
+    epoch = models.PositiveIntegerField()
+    # None where training produced a non-finite number (JSON has no NaN).
+    train_loss = models.FloatField(null=True)
+    val_loss = models.FloatField(null=True)
+    metric_name = models.CharField(max_length=32)
+    metric = models.FloatField(null=True)
+    elapsed_s = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "epoch"]
+        constraints = [models.UniqueConstraint(fields=["job", "epoch"], name="uniq_job_metric_epoch")]
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch} of job {self.job_id}"

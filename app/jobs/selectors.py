@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from app.accounts.models import Role, User
 from app.core.errors import NotFound
 
-from .models import Job, JobState
+from .models import Job, JobMetric, JobState
 
 
 def job_list(*, user: User, state: JobState | str | None = None) -> QuerySet[Job]:
@@ -40,3 +40,9 @@ def job_snapshot(*, job: Job) -> dict[str, object]:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
+
+
+def job_metrics(*, job: Job) -> list[dict[str, object]]:
+    """The job's per-epoch figures, first epoch first (empty for a job that trains nothing)."""
+    rows = JobMetric.objects.filter(job=job).order_by("epoch")
+    return [dict(row) for row in rows.values("epoch", "train_loss", "val_loss", "metric_name", "metric", "elapsed_s")]

@@ -3,6 +3,7 @@ terminal transitions run in Celery workers. Every transition is one transaction 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from inference.errors import InferenceError
 from inference.features import FeaturePipeline
 
 from .events import job_event_emit
-from .models import TERMINAL_STATES, Job, JobKind, JobState
+from .models import TERMINAL_STATES, Job, JobKind, JobMetric, JobState
 
 TASKS = {JobKind.TRAIN: "workers.tasks.train_job_task", JobKind.BATCH_PREDICT: "workers.tasks.batch_predict_job_task"}
 TASKS_PREDICTABLE = ("classification", "regression")
@@ -268,8 +269,23 @@ def job_progress(*, job: Job, worker: str, type: str, data: dict[str, Any]) -> b
             return True
         Job.objects.filter(pk=job.pk).update(progress=data)
         job.progress = data
+        if type == "epoch" and isinstance(epoch, int):
+            _metric_record(job=job, epoch=epoch, data=data)
         job_event_emit(job=job, type=type, data=data)
     return True
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _metric_record(*, job: Job, epoch: int, data: dict[str, Any]) -> None:
+    """The epoch's row; called in `job_progress`'s transaction, after its once-per-epoch check."""
+    JobMetric.objects.bulk_create([JobMetric(
+        job=job, epoch=epoch, train_loss=_finite(data.get("train_loss")), val_loss=_finite(data.get("val_loss")),
+        metric_name=str(data.get("metric_name") or "")[:32], metric=_finite(data.get("metric")),
+        elapsed_s=_finite(data.get("elapsed_s")) or 0.0,
+    )], ignore_conflicts=True)
 
 
 def job_resumed(*, job: Job, worker: str, epoch: int) -> bool:

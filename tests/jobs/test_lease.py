@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from app.jobs import services
 from app.jobs.lease import Lease, LeaseLost
-from app.jobs.models import Job, JobKind, JobState
+from app.jobs.models import Job, JobKind, JobMetric, JobState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +49,18 @@ def test_each_epoch_is_recorded_and_published_once(make_user):
     assert services.job_progress(job=job, worker="w1", type="epoch", data={"epoch": 4, "loss": 0.2})
     assert _epoch_events(job, until=4) == [1, 2, 4]
     assert Job.objects.get(pk=job.pk).progress["epoch"] == 4
+    # The rows follow the events: one per epoch recorded, none for the refused write.
+    assert list(JobMetric.objects.filter(job=job).values_list("epoch", flat=True)) == [1, 2, 4]
+
+
+def test_epoch_rows_keep_the_figures(make_user):
+    job = _running(make_user)
+    report = {"epoch": 1, "epochs": 5, "train_loss": 0.7, "val_loss": 0.75, "metric_name": "accuracy",
+              "metric": 0.81, "elapsed_s": 0.25, "eta_s": 1.0, "best_epoch": 1}
+    assert services.job_progress(job=job, worker="w1", type="epoch", data=report)
+    row = JobMetric.objects.get(job=job)
+    assert (row.epoch, row.train_loss, row.val_loss, row.metric_name, row.metric, row.elapsed_s) == (
+        1, 0.7, 0.75, "accuracy", 0.81, 0.25)
 
 
 def test_a_write_is_retried_through_a_short_outage_within_the_lease(make_user):

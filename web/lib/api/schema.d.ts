@@ -242,6 +242,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs/{job_id}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A training job's figures per epoch (kept with the job: no event log needed) */
+        get: operations["job_metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs/{job_id}/output": {
         parameters: {
             query?: never;
@@ -475,6 +492,23 @@ export interface paths {
         };
         /** The batchers of this model's loaded versions, live */
         get: operations["predict_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/models/{name}/stats/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Serving figures per second over every serving process, for the last minutes */
+        get: operations["predict_live_stats"];
         put?: never;
         post?: never;
         delete?: never;
@@ -722,6 +756,30 @@ export interface components {
             /** Size Bytes */
             size_bytes: number;
         };
+        /** EpochMetricOut */
+        EpochMetricOut: {
+            /**
+             * Elapsed S
+             * @description Seconds of training up to the end of this epoch
+             */
+            elapsed_s: number;
+            /** Epoch */
+            epoch: number;
+            /** Metric */
+            metric: number | null;
+            /**
+             * Metric Name
+             * @description accuracy (classification) or rmse (regression)
+             */
+            metric_name: string;
+            /**
+             * Train Loss
+             * @description Training loss; null where it was not a finite number
+             */
+            train_loss: number | null;
+            /** Val Loss */
+            val_loss: number | null;
+        };
         /** ErrorDetail */
         ErrorDetail: {
             /**
@@ -800,11 +858,94 @@ export interface components {
             /** Weight Decay */
             weight_decay?: number | null;
         };
+        /** JobMetricsOut */
+        JobMetricsOut: {
+            /** Epochs */
+            epochs: components["schemas"]["EpochMetricOut"][];
+            /** Job Id */
+            job_id: number;
+            state: components["schemas"]["JobState"];
+        };
         /**
          * JobState
          * @enum {string}
          */
         JobState: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        /** LivePointOut */
+        LivePointOut: {
+            /** Batches Per S */
+            batches_per_s: number;
+            /**
+             * Busy Share
+             * @description Share of the second the runners spent in forward passes (per process)
+             */
+            busy_share: number;
+            /**
+             * Effective Max Batch Size
+             * @description Rows per pass the batchers allowed at last tuning
+             */
+            effective_max_batch_size: number | null;
+            /**
+             * Errors
+             * @description Failed calls by error code
+             */
+            errors: {
+                [key: string]: number;
+            };
+            /**
+             * Mean Batch Size
+             * @description Rows per forward pass
+             */
+            mean_batch_size: number | null;
+            /**
+             * P50 Ms
+             * @description Median submit-to-answer time of the successful requests
+             */
+            p50_ms: number | null;
+            /** P99 Ms */
+            p99_ms: number | null;
+            /**
+             * Processes
+             * @description Serving processes that had traffic in that second
+             */
+            processes: number;
+            /**
+             * Queue Depth
+             * @description Most rows waiting for a batch at once, summed over processes
+             */
+            queue_depth: number;
+            /**
+             * Rejections
+             * @description Requests the batchers refused or dropped, by reason
+             */
+            rejections: {
+                [key: string]: number;
+            };
+            /** Requests Per S */
+            requests_per_s: number;
+            /** Rows Per S */
+            rows_per_s: number;
+            /**
+             * T
+             * @description The second (Unix time) the figures cover
+             */
+            t: number;
+        };
+        /** LiveStatsOut */
+        LiveStatsOut: {
+            /** Model */
+            model: string;
+            /**
+             * Points
+             * @description Oldest first; a second without traffic has no point
+             */
+            points: components["schemas"]["LivePointOut"][];
+            /**
+             * Topic
+             * @description Where the same points arrive live (websocket /ws/v1/events, type serving.stats)
+             */
+            topic: string;
+        };
         /** MeOut */
         MeOut: {
             /**
@@ -2106,6 +2247,55 @@ export interface operations {
             };
         };
     };
+    job_metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobMetricsOut"];
+                };
+            };
+            /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such object, or one the caller cannot see (the two are not told apart) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well-formed but invalid; `details` says where */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     job_output: {
         parameters: {
             query?: never;
@@ -3116,6 +3306,57 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such object, or one the caller cannot see (the two are not told apart) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well-formed but invalid; `details` says where */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    predict_live_stats: {
+        parameters: {
+            query?: {
+                minutes?: number;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveStatsOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
