@@ -8,6 +8,8 @@ import { cn } from "@/lib/utils";
 const LINKS = [
   { href: "/", label: "Overview" },
   { href: "/models", label: "Models" },
+  { href: "/datasets", label: "Datasets" },
+  { href: "/jobs", label: "Jobs" },
   { href: "/keys", label: "API keys" },
 ];
 

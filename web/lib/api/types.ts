@@ -27,6 +27,8 @@ export interface Job {
   progress: Record<string, unknown> | null;
   result: Record<string, unknown> | null;
   error: string | null;
+  attempts?: number;
+  cancel_requested?: boolean;
   model: string | null;
   dataset_id: number | null;
   created_at: string | null;

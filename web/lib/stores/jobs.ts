@@ -7,7 +7,7 @@ import type { BusEvent } from "@/lib/realtime/client";
 export const MAX_RECENT_JOBS = 8;
 
 /** A job event applied to the list: state and progress of a known job change; an unknown one is added. */
-export function applyJobEvent(jobs: Job[], event: BusEvent): Job[] {
+export function applyJobEvent(jobs: Job[], event: BusEvent, limit: number = MAX_RECENT_JOBS): Job[] {
   const data = event.data;
   const id = typeof data.job_id === "number" ? data.job_id : null;
   if (id === null) return jobs;
@@ -29,7 +29,7 @@ export function applyJobEvent(jobs: Job[], event: BusEvent): Job[] {
       started_at: null,
       finished_at: null,
     };
-    return [added, ...jobs].slice(0, MAX_RECENT_JOBS);
+    return [added, ...jobs].slice(0, limit);
   }
   const job = jobs[index]!;
   const updated: Job = {

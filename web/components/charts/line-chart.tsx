@@ -1,0 +1,102 @@
+"use client";
+
+import "uplot/dist/uPlot.min.css";
+
+import { useEffect, useRef } from "react";
+import type uPlot from "uplot";
+
+import { cn } from "@/lib/utils";
+
+export const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777"];
+
+export interface ChartSeries {
+  label: string;
+  color?: string;
+  dash?: number[];
+  /** A second y axis on the right (e.g. a metric beside losses). */
+  right?: boolean;
+}
+
+/**
+ * uPlot on a canvas. The instance is made once (uPlot is loaded on first use, so a page without a chart
+ * does not carry it) and every new `version` hands it the same arrays with `setData`: no React render
+ * per point, no copy of the data. Width follows the container.
+ */
+export function LineChart({ label, data, version, series, time = false, height = 220, className, yLabel }: {
+  label: string;
+  data: readonly (readonly (number | null)[])[];
+  version: number;
+  series: ChartSeries[];
+  time?: boolean;
+  height?: number;
+  className?: string;
+  yLabel?: string;
+}) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const latest = useRef({ data, version });
+  latest.current = { data, version };
+  const spec = JSON.stringify({ series, time, height, yLabel });
+
+  useEffect(() => {
+    let cancelled = false;
+    let observer: ResizeObserver | null = null;
+    void import("uplot").then(({ default: UPlot }) => {
+      const el = box.current;
+      if (cancelled || !el) return;
+      const text = getComputedStyle(el).color || "#888";
+      const grid = "rgba(128,128,128,0.18)";
+      const hasRight = series.some((s) => s.right);
+      const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+      const options: uPlot.Options = {
+        width: Math.max(el.clientWidth, 200),
+        height,
+        scales: { x: { time }, y: { auto: true }, ...(hasRight ? { r: { auto: true } } : {}) },
+        legend: { show: true, live: false },
+        cursor: { drag: { x: false, y: false } },
+        series: [
+          { label: time ? "time" : "epoch" },
+          ...series.map((s, i) => ({
+            label: s.label,
+            stroke: s.color ?? PALETTE[i % PALETTE.length],
+            width: 2,
+            dash: s.dash,
+            scale: s.right ? "r" : "y",
+            spanGaps: false,
+            points: { show: false },
+          })),
+        ],
+        axes: [
+          { ...axis },
+          { ...axis, label: yLabel, size: 56 },
+          ...(hasRight ? [{ ...axis, scale: "r", side: 1, grid: { show: false }, size: 56 }] : []),
+        ],
+      };
+      plot.current = new UPlot(options, latest.current.data as uPlot.AlignedData, el);
+      observer = new ResizeObserver(() => {
+        if (plot.current && el.clientWidth > 0) plot.current.setSize({ width: el.clientWidth, height });
+      });
+      observer.observe(el);
+    });
+    return () => {
+      cancelled = true;
+      observer?.disconnect();
+      plot.current?.destroy();
+      plot.current = null;
+    };
+    // The spec string stands for the options: a new series list makes a new chart.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [spec]);
+
+  useEffect(() => {
+    plot.current?.setData(data as uPlot.AlignedData);
+  }, [data, version]);
+
+  const points = data[0]?.length ?? 0;
+  return (
+    <figure className={cn("grid gap-1", className)}>
+      <figcaption className="text-sm font-medium">{label}</figcaption>
+      <div ref={box} role="img" aria-label={`${label}: ${points} points`} data-points={points} className="w-full text-muted-foreground" style={{ minHeight: height + 32 }} />
+    </figure>
+  );
+}
