@@ -1,4 +1,4 @@
-import { FlaskConical, Upload } from "lucide-react";
+import { FlaskConical, Upload, Gauge, LineChart as LineChartIcon } from "lucide-react";
 import Link from "next/link";
 
 import { HistoryTable } from "@/components/models/history-table";
@@ -42,6 +42,12 @@ export function ModelDetail({ model, versions, history, canManage, canCall, tab 
               <FlaskConical aria-hidden /> Playground
             </Link>
           ) : null}
+          <Link href={`${base}/serving`} className={buttonVariants({ variant: "outline" })}>
+            <Gauge aria-hidden /> Serving
+          </Link>
+          <Link href={`${base}/monitoring`} className={buttonVariants({ variant: "outline" })}>
+            <LineChartIcon aria-hidden /> Monitoring
+          </Link>
           {canManage ? (
             <>
               <Link href={`${base}/publish`} className={buttonVariants({ variant: "outline" })}>
