@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from ninja import Query
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -79,6 +80,10 @@ def _check(user: User, name: str, window: str | None, version: int | None) -> di
             "skipped": skipped}
 
 
+def _reports(user: User, name: str, limit: int, version: int | None) -> list[dict[str, Any]]:
+    return selectors.drift_report_list(model=model_get(user=user, name=name), limit=limit, version=version)
+
+
 def _config(user: User, name: str) -> dict[str, Any]:
     return selectors.monitoring_config(model=model_get(user=user, name=name))
 
@@ -105,6 +110,12 @@ class MonitoringController(Controller):
     async def check(self, name: str, window: str | None = None, version: int | None = None) -> dict[str, Any]:
         await recorder.flush()
         return await sync_to_async(_check)(self.caller, name, window, version)
+
+    @route.get("/{name}/monitoring/reports", response=list[dict[str, Any]],
+               summary="Stored drift checks, oldest first, with PSI per feature (drift over time)")
+    async def reports(self, name: str, limit: int = Query(100, ge=1, le=1000),
+                      version: int | None = None) -> list[dict[str, Any]]:
+        return await sync_to_async(_reports)(self.caller, name, limit, version)
 
     @route.get("/{name}/monitoring/config", response=dict, summary="Sample rate and drift threshold of a model")
     async def get_config(self, name: str) -> dict[str, Any]:

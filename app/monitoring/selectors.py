@@ -397,6 +397,20 @@ def traffic_by_model(*, models: Sequence[MlModel], now: datetime | None = None) 
     return out
 
 
+def drift_report_list(*, model: MlModel, limit: int, version: int | None = None) -> list[dict[str, Any]]:
+    """The model's stored drift checks, oldest first (the last ``limit``), with PSI per feature: drift
+    over time."""
+    reports = DriftReport.objects.filter(model=model)
+    if version is not None:
+        reports = reports.filter(version=version)
+    newest = list(reports.order_by("-created_at")[:limit])
+    return [
+        {**drift_report_out(r, model_name=model.name, full=False),
+         "psi": {f["feature"]: f["psi"] for f in r.features if isinstance(f, dict) and "feature" in f}}
+        for r in reversed(newest)
+    ]
+
+
 def drift_alert_list(*, models: Sequence[MlModel], limit: int) -> list[dict[str, Any]]:
     """The newest drift reports past their threshold on these models."""
     names = {m.pk: m.name for m in models}

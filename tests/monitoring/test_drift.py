@@ -134,6 +134,14 @@ def test_drift_of_one_feature_and_falling_accuracy(client, make_user, upload_csv
     assert [e["report_id"] for e in drift_events(name, f"user:{member.username}")] == [report["id"]]
     alerts = client.get("/api/v1/monitoring/alerts", headers=bearer(token)).json()
     assert [(a["model"], a["id"], a["drifted_features"]) for a in alerts] == [(name, report["id"], ["x1"])]
+    # Drift over time: both checks, oldest first, with PSI per feature.
+    history = client.get(f"/api/v1/models/{name}/monitoring/reports", headers=bearer(token))
+    assert history.status_code == 200, history.text
+    assert [(r["status"], r["version"]) for r in history.json()] == [("ok", 1), ("drift", 1)]
+    assert history.json()[0]["psi"]["x1"] < threshold < history.json()[1]["psi"]["x1"] == psi["x1"]
+    assert client.get(f"/api/v1/models/{name}/monitoring/reports?limit=1", headers=bearer(token)).json()[0]["id"] \
+        == report["id"]
+    assert client.get(f"/api/v1/models/{name}/monitoring/reports?limit=0", headers=bearer(token)).status_code == 422
 
     # The monitoring answer shows the same drift, the traffic and no accuracy yet.
     summary = monitoring(client, token, name)
