@@ -89,3 +89,20 @@ export interface Readiness {
   storage?: string;
   draining?: boolean;
 }
+
+export type Dataset = Schemas["DatasetOut"];
+
+/** A column of a dataset's profile (inference.tabular.ColumnProfile.to_dict). */
+export interface DatasetColumn {
+  name: string;
+  kind: string;
+  count: number;
+  missing: number;
+  distinct: number;
+  distinct_capped?: boolean;
+  min: number | null;
+  max: number | null;
+  mean: number | null;
+  std: number | null;
+  top: { value: string; count: number }[];
+}
