@@ -375,6 +375,12 @@ def _merge(families: Iterable[Metric]) -> list[Metric]:
 def render() -> bytes:
     """The /metrics body. Blocking (metric files, Redis, one query): call it off the event loop, through
     ``db_async`` so the query's connection goes back to the pool."""
+    return generate_latest(_Families(collect()))
+
+
+def collect() -> list[Metric]:
+    """Every metric family of the deployment, merged over processes (what `render` writes). Blocking,
+    like `render`."""
     try:
         db_pool_sample()
     except Exception:
@@ -398,4 +404,4 @@ def render() -> bytes:
         else:
             up.add_metric([name], 1.0)
     families.append(up)
-    return generate_latest(_Families(_merge(families)))
+    return _merge(families)

@@ -4,6 +4,8 @@ from ninja_extra import api_controller, route
 from app.accounts.models import Role
 from app.api.auth import Controller, bearer_auth, require_role
 from app.api.openapi import errors
+from app.core.db import db_async
+from app.monitoring.system import system_overview
 
 from .selectors import worker_list
 
@@ -15,3 +17,9 @@ class SystemController(Controller):
         require_role(self.caller, Role.ADMIN)
         workers = await sync_to_async(worker_list, thread_sensitive=False)(timeout=1.5)
         return {"workers": workers, "count": len(workers)}
+
+    @route.get("/overview", response={200: dict[str, object], **errors(403)},
+               summary="HTTP latency per route, open websockets, database pool, Celery queues (admin)")
+    async def overview(self) -> dict[str, object]:
+        require_role(self.caller, Role.ADMIN)
+        return await db_async(system_overview)()
