@@ -23,7 +23,7 @@ export default async function ConsoleLayout({ children }: { children: React.Reac
             Torchwire
           </Link>
           <div className="order-3 w-full sm:order-none sm:w-auto sm:flex-1">
-            <NavLinks />
+            <NavLinks admin={session.user.role === "admin"} />
           </div>
           <div className="ml-auto flex items-center gap-3">
             <LiveIndicator />

@@ -34,8 +34,11 @@ export function LineChart({ label, data, version, series, time = false, height =
 }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const latest = useRef({ data, version });
-  latest.current = { data, version };
+  const latest = useRef(data);
+  // Before the effect below: a chart made after new data arrived starts from that data.
+  useEffect(() => {
+    latest.current = data;
+  });
   const spec = JSON.stringify({ series, time, height, yLabel });
 
   useEffect(() => {
@@ -72,7 +75,7 @@ export function LineChart({ label, data, version, series, time = false, height =
           ...(hasRight ? [{ ...axis, scale: "r", side: 1, grid: { show: false }, size: 56 }] : []),
         ],
       };
-      plot.current = new UPlot(options, latest.current.data as uPlot.AlignedData, el);
+      plot.current = new UPlot(options, latest.current as uPlot.AlignedData, el);
       observer = new ResizeObserver(() => {
         if (plot.current && el.clientWidth > 0) plot.current.setSize({ width: el.clientWidth, height });
       });

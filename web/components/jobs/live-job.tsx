@@ -2,7 +2,7 @@
 
 import { ExternalLink } from "lucide-react";
 import Link from "next/link";
-import { useMemo, useRef, useState } from "react";
+import { useMemo, useState } from "react";
 
 import { LineChart } from "@/components/charts/line-chart";
 import { useTopic } from "@/components/realtime/use-topic";
@@ -45,11 +45,12 @@ function measurePaint(started: number): void {
 /** The live job page: curves that grow with each epoch event on job:<id>, each epoch once. */
 export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetric[] }) {
   const [job, setJob] = useState<Job>(initial);
-  const curves = useRef<EpochCurves | null>(null);
-  if (curves.current === null) {
-    curves.current = new EpochCurves();
-    curves.current.replace(metrics);
-  }
+  // Mutated in place by the socket's handlers (no copy per event); `version` tells React it changed.
+  const [curves] = useState(() => {
+    const c = new EpochCurves();
+    c.replace(metrics);
+    return c;
+  });
   const [version, setVersion] = useState(0);
   const [smoothing, setSmoothing] = useState(0);
   const [log, setLog] = useState<LogLine[]>([]);
@@ -61,7 +62,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
   const reload = async () => {
     try {
       const answer = await api<JobMetrics>(`/api/v1/jobs/${initial.id}/metrics`);
-      curves.current!.replace(answer.epochs);
+      curves.replace(answer.epochs);
       setVersion((v) => v + 1);
     } catch (error) {
       push({ key: `err-${Date.now()}`, at: Date.now(), text: `could not reload the curves: ${error instanceof Error ? error.message : String(error)}` });
@@ -75,7 +76,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
       const data = event.data;
       if (event.type === "epoch") {
         const point = epochPoint(data);
-        if (point && curves.current!.add(point)) {
+        if (point && curves.add(point)) {
           setVersion((v) => v + 1);
           measurePaint(started);
         }
@@ -99,8 +100,9 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
   }, 0);
 
   const data = useMemo(() => {
-    const c = curves.current!;
+    const c = curves;
     return {
+      epochs: c.epochs.length <= 500 ? c.epochs.join(",") : undefined,
       loss: [c.epochs, ema(c.train, smoothing), ema(c.val, smoothing)] as const,
       metric: [c.epochs, ema(c.metric, smoothing)] as const,
       name: c.metricName || "metric",
@@ -109,7 +111,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
     };
     // `version` changes whenever the curves do (they are mutated in place).
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [version, smoothing]);
+  }, [curves, version, smoothing]);
 
   const cancel = async () => {
     setCancelling(true);
@@ -180,7 +182,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
           data-testid="curves"
           data-epoch-count={data.count}
           data-epoch-last={data.last}
-          data-epochs={data.count <= 500 ? curves.current!.epochs.join(",") : undefined}
+          data-epochs={data.count <= 500 ? data.epochs : undefined}
         >
           {data.count ? (
             <>

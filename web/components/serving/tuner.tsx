@@ -1,6 +1,6 @@
 "use client";
 
-import { useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 
 import { LineChart } from "@/components/charts/line-chart";
 import { useTopic } from "@/components/realtime/use-topic";
@@ -34,21 +34,27 @@ function Figure({ label, value, unit, testId }: { label: string; value: string; 
 
 /** Live serving figures of one model, one point a second from serving:<name>, over every serving process. */
 export function Tuner({ model, initial }: { model: string; initial: LivePoint[] }) {
-  const rolling = useRef<Rolling | null>(null);
-  const latest = useRef<LivePoint | null>(initial[initial.length - 1] ?? null);
-  const rejections = useRef(new Map<number, Record<string, number>>());
-  if (rolling.current === null) {
-    rolling.current = new Rolling(WINDOW_SECONDS, COLUMNS);
-    for (const p of initial) rolling.current.push(p.t, row(p));
-  }
+  // Mutated in place by the socket's handlers; `version` tells React they changed.
+  const [rolling] = useState(() => {
+    const r = new Rolling(WINDOW_SECONDS, COLUMNS);
+    for (const p of initial) r.push(p.t, row(p));
+    return r;
+  });
+  const [rejections] = useState(() => new Map<number, Record<string, number>>());
+  const [latest, setLatest] = useState<LivePoint | null>(initial[initial.length - 1] ?? null);
   const [version, setVersion] = useState(0);
   const [listening, setListening] = useState(false);
+  const [now, setNow] = useState(() => Math.floor(Date.now() / 1000));
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Math.floor(Date.now() / 1000)), 1000);
+    return () => clearInterval(timer);
+  }, []);
 
   const add = (p: LivePoint) => {
-    if (!rolling.current!.push(p.t, row(p))) return;
-    latest.current = p;
-    if (Object.keys(p.rejections).length) rejections.current.set(p.t, p.rejections);
-    for (const t of rejections.current.keys()) if (t < p.t - WINDOW_SECONDS) rejections.current.delete(t);
+    if (!rolling.push(p.t, row(p))) return;
+    setLatest(p);
+    if (Object.keys(p.rejections).length) rejections.set(p.t, p.rejections);
+    for (const t of rejections.keys()) if (t < p.t - WINDOW_SECONDS) rejections.delete(t);
     setVersion((v) => v + 1);
   };
 
@@ -58,26 +64,29 @@ export function Tuner({ model, initial }: { model: string; initial: LivePoint[] 
       if (event.type === "serving.stats") add(event.data as unknown as LivePoint);
     },
     onReset: (reset) => {
-      rolling.current!.clear();
-      rejections.current.clear();
+      rolling.clear();
+      rejections.clear();
       for (const p of (reset.snapshot.points as LivePoint[] | undefined) ?? []) add(p);
       setVersion((v) => v + 1);
     },
   });
 
-  const r = rolling.current;
   const data = useMemo(() => ({
-    rate: [r.x, r.columns[0]!] as const,
-    latency: [r.x, r.columns[1]!, r.columns[2]!] as const,
-    batch: [r.x, r.columns[3]!, r.columns[4]!] as const,
-    load: [r.x, r.columns[5]!, r.columns[6]!] as const,
+    rate: [rolling.x, rolling.columns[0]!] as const,
+    latency: [rolling.x, rolling.columns[1]!, rolling.columns[2]!] as const,
+    batch: [rolling.x, rolling.columns[3]!, rolling.columns[4]!] as const,
+    load: [rolling.x, rolling.columns[5]!, rolling.columns[6]!] as const,
+    points: rolling.x.length,
+    totals: [...rejections.values()].reduce<Record<string, number>>((acc, reasons) => {
+      for (const [k, n] of Object.entries(reasons)) acc[k] = (acc[k] ?? 0) + n;
+      return acc;
+    }, {}),
   // The rolling columns are mutated in place; `version` says when.
   // eslint-disable-next-line react-hooks/exhaustive-deps
   }), [version]);
-  const p = latest.current;
-  const fresh = p !== null && Date.now() / 1000 - p.t < 10;
-  const totals: Record<string, number> = {};
-  for (const reasons of rejections.current.values()) for (const [k, n] of Object.entries(reasons)) totals[k] = (totals[k] ?? 0) + n;
+  const p = latest;
+  const fresh = p !== null && now - p.t < 10;
+  const totals = data.totals;
   const ms = (v: number | null | undefined) => (v === null || v === undefined ? "–" : formatNumber(v));
 
   return (
@@ -98,7 +107,7 @@ export function Tuner({ model, initial }: { model: string; initial: LivePoint[] 
           <Figure label="Runner busy" value={fresh ? formatNumber(Math.round(p.busy_share * 100)) : "0"} unit="%" testId="fig-busy" />
           <Figure label="Processes" value={fresh ? formatNumber(p.processes) : "–"} testId="fig-processes" />
         </dl>
-        <div className="grid grid-cols-1 gap-4 lg:grid-cols-2" data-testid="tuner-charts" data-points={r.x.length}>
+        <div className="grid grid-cols-1 gap-4 lg:grid-cols-2" data-testid="tuner-charts" data-points={data.points}>
           <LineChart label="Requests per second" data={data.rate} version={version} time series={[{ label: "requests/s" }]} height={160} />
           <LineChart label="Latency (ms)" data={data.latency} version={version} time series={[{ label: "p50" }, { label: "p99" }]} height={160} />
           <LineChart label="Batch size (rows)" data={data.batch} version={version} time series={[{ label: "mean batch" }, { label: "max in force", dash: [4, 4] }]} height={160} />

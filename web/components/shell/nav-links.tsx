@@ -13,11 +13,14 @@ const LINKS = [
   { href: "/keys", label: "API keys" },
 ];
 
-export function NavLinks() {
+const ADMIN_LINKS = [{ href: "/system", label: "System" }];
+
+export function NavLinks({ admin = false }: { admin?: boolean }) {
   const pathname = usePathname();
+  const links = admin ? [...LINKS, ...ADMIN_LINKS] : LINKS;
   return (
     <nav aria-label="Main" className="-mx-1 flex min-w-0 gap-1 overflow-x-auto">
-      {LINKS.map((link) => {
+      {links.map((link) => {
         const active = link.href === "/" ? pathname === "/" : pathname === link.href || pathname.startsWith(`${link.href}/`);
         return (
           <Link
