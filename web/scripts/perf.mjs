@@ -26,6 +26,14 @@ const routes = [
   { route: "/models/[name]/publish", path: `/models/${model}/publish`, signedIn: true },
   { route: "/models/[name]/playground", path: `/models/${model}/playground`, signedIn: true },
   { route: "/keys", path: "/keys", signedIn: true },
+  { route: "/models/[name]/serving", path: `/models/${model}/serving`, signedIn: true },
+  { route: "/models/[name]/monitoring", path: `/models/${model}/monitoring`, signedIn: true },
+  { route: "/datasets", path: "/datasets", signedIn: true },
+  ...(process.env.TW_DATASET ? [{ route: "/datasets/[id]", path: `/datasets/${process.env.TW_DATASET}`, signedIn: true }] : []),
+  { route: "/train", path: "/train", signedIn: true },
+  { route: "/jobs", path: "/jobs", signedIn: true },
+  ...(process.env.TW_JOB ? [{ route: "/jobs/[id]", path: `/jobs/${process.env.TW_JOB}`, signedIn: true }] : []),
+  { route: "/system", path: "/system", signedIn: true },
 ];
 
 const browser = await chromium.launch({ executablePath: process.env.TW_CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });

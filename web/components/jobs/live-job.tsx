@@ -28,16 +28,17 @@ interface LogLine {
 
 declare global {
   interface Window {
-    /** Set by the bench (bench/console.py): event-to-paint times in ms are pushed here. */
-    __twPaint?: number[];
+    /** Set by the live-page bench (web/scripts/live-bench.mjs): per drawn epoch, [ms from the message's
+     * arrival to the next frame, ms from its publication (server clock, same host) to that frame]. */
+    __twPaint?: [number, number][];
   }
 }
 
-function measurePaint(started: number): void {
+function measurePaint(started: number, publishedSeconds: number): void {
   const samples = window.__twPaint;
   if (!samples) return;
   requestAnimationFrame(() => {
-    samples.push(performance.now() - started);
+    samples.push([performance.now() - started, Date.now() - publishedSeconds * 1000]);
     if (samples.length > 100_000) samples.splice(0, samples.length - 100_000);
   });
 }
@@ -78,7 +79,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
         const point = epochPoint(data);
         if (point && curves.add(point)) {
           setVersion((v) => v + 1);
-          measurePaint(started);
+          measurePaint(started, event.ts);
         }
       }
       setJob((current) => ({
