@@ -53,7 +53,8 @@ def test_console_in_chromium(service_env: dict[str, str], make_user) -> None:
             "TW_CHROMIUM": CHROMIUM,
         }
         result = subprocess.run(
-            ["node_modules/.bin/vitest", "run", "--config", "vitest.browser.config.ts", "tests/browser/console.test.ts"],
+            ["node_modules/.bin/vitest", "run", "--config", "vitest.browser.config.ts",
+             "tests/browser/console.test.ts"],
             cwd=ROOT / "web", env={**env, "NO_COLOR": "1", "FORCE_COLOR": "0"}, capture_output=True, text=True,
             timeout=840, check=False,
         )
