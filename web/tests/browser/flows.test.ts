@@ -235,11 +235,11 @@ describe.sequential("datasets, training, serving and monitoring", () => {
     const load = Array.from({ length: 16 }, (_, w) => worker(w));
     try {
       const batch = async () => Number((await page.getByTestId("fig-batch").innerText()).replace(/[^0-9.]/g, "")) || 0;
-      await expect.poll(batch, { timeout: 30_000, intervals: [500] }).toBeGreaterThan(1.5);
+      await expect.poll(batch, { timeout: 30_000, interval: 500 }).toBeGreaterThan(1.5);
       const wide = await batch();
       await page.getByLabel("Max batch size").fill("1");
       await page.getByRole("button", { name: "Save settings" }).click();
-      await expect.poll(batch, { timeout: 30_000, intervals: [500] }).toBe(1);
+      await expect.poll(batch, { timeout: 30_000, interval: 500 }).toBe(1);
       console.log(`tuner mean batch: ${wide} rows before, 1 after max_batch_size=1 (${sent.n} requests sent)`);
       expect(Number(await page.getByTestId("tuner-charts").getAttribute("data-points"))).toBeGreaterThan(3);
       await checkScreen(page, "serving");
