@@ -128,8 +128,8 @@ describe.sequential("datasets, training, serving and monitoring", () => {
     await page.getByRole("button", { name: "Upload" }).click();
     await page.waitForURL(/\/datasets\/\d+$/);
     datasetId = Number(new URL(page.url()).pathname.split("/").pop());
-    await expect.poll(() => page.getByRole("table", { name: "Columns" }).innerText()).toContain("city");
-    expect(await page.getByRole("table", { name: "Preview rows" }).innerText()).toContain("Oslo");
+    await expect.poll(() => page.getByRole("region", { name: "Columns" }).innerText()).toContain("city");
+    expect(await page.getByRole("region", { name: "Preview rows" }).innerText()).toContain("Oslo");
     await checkScreen(page, "dataset");
     await page.goto(`${BASE}/datasets`);
     await checkScreen(page, "datasets");
@@ -262,7 +262,7 @@ describe.sequential("the system page, as an admin", () => {
       const page = await newPage(context);
       await signIn(page, ADMIN, ADMIN_PASSWORD);
       await page.goto(`${BASE}/system`);
-      await expect.poll(() => page.getByRole("table", { name: "HTTP latency per route" }).innerText()).toContain("/api/v1/");
+      await expect.poll(() => page.getByRole("region", { name: "Requests by route" }).innerText()).toContain("/api/v1/");
       await checkScreen(page, "system");
     } finally {
       await context.close();

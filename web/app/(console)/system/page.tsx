@@ -79,7 +79,7 @@ export default async function SystemPage() {
         <CardHeader><CardTitle id="http-title">HTTP latency per route</CardTitle></CardHeader>
         <CardContent>
           {o.http.length ? (
-            <Table label="HTTP latency per route">
+            <Table label="Requests by route">
               <TableHeader>
                 <TableRow>
                   <TableHead>Route</TableHead><TableHead>Method</TableHead><TableHead className="text-right">Requests</TableHead>
