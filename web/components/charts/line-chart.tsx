@@ -97,9 +97,11 @@ export function LineChart({ label, data, version, series, time = false, height =
 
   const points = data[0]?.length ?? 0;
   return (
-    <figure className={cn("grid gap-1", className)}>
+    // min-w-0 and overflow-hidden: the canvas has a fixed width until the observer shrinks it, and a grid
+    // item's automatic minimum would otherwise hold its track (and the page) at that width.
+    <figure className={cn("grid min-w-0 gap-1", className)}>
       <figcaption className="text-sm font-medium">{label}</figcaption>
-      <div ref={box} role="img" aria-label={`${label}: ${points} points`} data-points={points} className="w-full text-muted-foreground" style={{ minHeight: height + 32 }} />
+      <div ref={box} role="img" aria-label={`${label}: ${points} points`} data-points={points} className="w-full min-w-0 overflow-hidden text-muted-foreground" style={{ minHeight: height + 32 }} />
     </figure>
   );
 }

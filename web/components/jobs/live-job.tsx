@@ -202,7 +202,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
         </CardHeader>
         <CardContent>
           {log.length ? (
-            <ol className="grid max-h-72 gap-1 overflow-y-auto font-mono text-xs" aria-label="Job events, newest first" aria-live="polite" aria-relevant="additions">
+            <ol tabIndex={0} className="grid max-h-72 gap-1 overflow-y-auto font-mono text-xs focus-visible:outline-2 focus-visible:outline-ring" aria-label="Job events, newest first" aria-live="polite" aria-relevant="additions">
               {log.map((line) => (
                 <li key={line.key} className="flex gap-2">
                   <span className="text-muted-foreground">{new Date(line.at).toLocaleTimeString()}</span>

@@ -132,7 +132,7 @@ export default async function MonitoringPage({ params, searchParams }: { params:
             {v.drift ? <Badge variant={v.drift.status === "drift" ? "destructive" : v.drift.status === "ok" ? "success" : "muted"} data-testid={`drift-status-${v.version}`}>{v.drift.status.replace("_", " ")}</Badge> : <Badge variant="muted">no training reference</Badge>}
           </CardHeader>
           <CardContent className="grid gap-6 lg:grid-cols-2">
-            <section aria-labelledby={`v${v.version}-drift`}>
+            <section aria-labelledby={`v${v.version}-drift`} className="min-w-0">
               <h3 id={`v${v.version}-drift`} className="mb-2 text-sm font-medium">Drift per feature (PSI, threshold {v.drift?.threshold ?? threshold})</h3>
               {v.drift?.features.length ? (
                 <Table label={`Drift of version ${v.version}`}>
@@ -149,7 +149,7 @@ export default async function MonitoringPage({ params, searchParams }: { params:
                 </Table>
               ) : <p className="text-sm text-muted-foreground">No raw records recorded to compare.</p>}
             </section>
-            <section aria-labelledby={`v${v.version}-pred`} className="grid content-start gap-3">
+            <section aria-labelledby={`v${v.version}-pred`} className="grid min-w-0 content-start gap-3">
               <h3 id={`v${v.version}-pred`} className="text-sm font-medium">
                 Predictions{v.predictions.psi !== null ? ` (PSI against training ${v.predictions.psi.toFixed(3)})` : ""}
               </h3>
