@@ -196,10 +196,17 @@ describe.sequential("datasets, training, serving and monitoring", () => {
     await page.getByLabel("Request body (JSON)").fill(JSON.stringify({ inputs: [record(1), record(2)] }));
     await page.getByRole("radio", { name: "REST" }).click();
     await page.getByRole("button", { name: /^Send over/ }).click();
-    await expect.poll(() => page.getByTestId("call-result").innerText({ timeout: 500 }).catch(() => ""), { timeout: 20_000 }).toContain("HTTP 200");
+    try {
+      await expect.poll(() => page.getByTestId("call-result").innerText({ timeout: 500 }).catch(() => ""), { timeout: 60_000 }).toContain("HTTP 200");
+    } catch (error) {
+      if (SHOTS) await page.screenshot({ path: path.join(SHOTS, "playground-records-failed.png"), fullPage: true });
+      console.log(`playground page:\n${await page.locator("main").innerText()}`);
+      throw error;
+    }
     const body = await page.getByTestId("response-body").innerText();
     expect(body).toContain('"label"');
     expect(body).toContain('"probabilities"');
+    await checkScreen(page, "playground-records");
   });
 
   it("shows a drift alert live after shifted traffic", async () => {
