@@ -22,7 +22,7 @@ export interface ChartSeries {
  * does not carry it) and every new `version` hands it the same arrays with `setData`: no React render
  * per point, no copy of the data. Width follows the container.
  */
-export function LineChart({ label, data, version, series, time = false, height = 220, className, yLabel }: {
+export function LineChart({ label, data, version, series, time = false, height = 220, className, yLabel, points = false }: {
   label: string;
   data: readonly (readonly (number | null)[])[];
   version: number;
@@ -31,6 +31,8 @@ export function LineChart({ label, data, version, series, time = false, height =
   height?: number;
   className?: string;
   yLabel?: string;
+  /** Mark each point (for sparse series such as drift checks). */
+  points?: boolean;
 }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
@@ -39,7 +41,7 @@ export function LineChart({ label, data, version, series, time = false, height =
   useEffect(() => {
     latest.current = data;
   });
-  const spec = JSON.stringify({ series, time, height, yLabel });
+  const spec = JSON.stringify({ series, time, height, yLabel, points });
 
   useEffect(() => {
     let cancelled = false;
@@ -54,7 +56,12 @@ export function LineChart({ label, data, version, series, time = false, height =
       const options: uPlot.Options = {
         width: Math.max(el.clientWidth, 200),
         height,
-        scales: { x: { time }, y: { auto: true }, ...(hasRight ? { r: { auto: true } } : {}) },
+        scales: {
+          // One x value would give an empty range: pad it (a minute of time, or one epoch).
+          x: { time, range: (_u, min, max) => (min === max ? [min - (time ? 60 : 1), max + (time ? 60 : 1)] : [min, max]) },
+          y: { auto: true },
+          ...(hasRight ? { r: { auto: true } } : {}),
+        },
         legend: { show: true, live: false },
         cursor: { drag: { x: false, y: false } },
         series: [
@@ -66,7 +73,7 @@ export function LineChart({ label, data, version, series, time = false, height =
             dash: s.dash,
             scale: s.right ? "r" : "y",
             spanGaps: false,
-            points: { show: false },
+            points: { show: points, size: 6 },
           })),
         ],
         axes: [
@@ -95,13 +102,13 @@ export function LineChart({ label, data, version, series, time = false, height =
     plot.current?.setData(data as uPlot.AlignedData);
   }, [data, version]);
 
-  const points = data[0]?.length ?? 0;
+  const count = data[0]?.length ?? 0;
   return (
     // min-w-0 and overflow-hidden: the canvas has a fixed width until the observer shrinks it, and a grid
     // item's automatic minimum would otherwise hold its track (and the page) at that width.
     <figure className={cn("grid min-w-0 gap-1", className)}>
       <figcaption className="text-sm font-medium">{label}</figcaption>
-      <div ref={box} role="img" aria-label={`${label}: ${points} points`} data-points={points} className="w-full min-w-0 overflow-hidden text-muted-foreground" style={{ minHeight: height + 32 }} />
+      <div ref={box} role="img" aria-label={`${label}: ${count} points`} data-points={count} className="w-full min-w-0 overflow-hidden text-muted-foreground" style={{ minHeight: height + 32 }} />
     </figure>
   );
 }

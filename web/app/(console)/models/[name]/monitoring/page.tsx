@@ -112,7 +112,7 @@ export default async function MonitoringPage({ params, searchParams }: { params:
         </CardHeader>
         <CardContent>
           {!reports.ok ? <ErrorState error={reports.error} title="Drift checks could not be loaded" /> : overTime && reports.data.length ? (
-            <LineChart label="PSI per feature" data={overTime.data} version={reports.data.length} time
+            <LineChart label="PSI per feature" data={overTime.data} version={reports.data.length} time points
               series={[...overTime.features.map((f) => ({ label: f })), { label: "threshold", color: "#dc2626", dash: [6, 4] }]} />
           ) : (
             <EmptyState title="No drift checks yet">Run &ldquo;Check drift now&rdquo;, or wait for the hourly check.</EmptyState>
@@ -164,7 +164,7 @@ export default async function MonitoringPage({ params, searchParams }: { params:
                 <span className="text-muted-foreground">from {formatNumber(v.accuracy.labeled)} predictions with feedback</span>
               </p>
               {v.accuracy.labeled ? (
-                <LineChart label={`${v.accuracy.metric} over time`} height={140} time version={v.accuracy.labeled}
+                <LineChart label={`${v.accuracy.metric} over time`} height={140} time points version={v.accuracy.labeled}
                   data={[v.accuracy.series.map((s) => Math.floor(Date.parse(s.start) / 1000)), v.accuracy.series.map((s) => s.value)]}
                   series={[{ label: v.accuracy.metric, color: "#16a34a" }]} />
               ) : null}
