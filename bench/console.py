@@ -235,9 +235,11 @@ def live_bench(base: str, password: str, scratch: Path, env: dict[str, str], *, 
     published_s = time.monotonic() - start
     out, _ = node.communicate(timeout=300)
     load_after = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "rate": rate, "seconds": seconds,
+    page = json.loads(out.strip().splitlines()[-1])
+    page["page_seconds"] = page.pop("seconds")
+    return {**page, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "rate": rate, "seconds": seconds,
             "published_s": round(published_s, 1), "published_late": late, "load_before": load_before,
-            "load_after": load_after, "cores": os.cpu_count(), **json.loads(out.strip().splitlines()[-1])}
+            "load_after": load_after, "cores": os.cpu_count()}
 
 
 def live_markdown(live: dict) -> None:

@@ -3,6 +3,7 @@
 import Link from "next/link";
 import { useState } from "react";
 
+import { DownloadOutput } from "@/components/jobs/download-output";
 import { useTopic } from "@/components/realtime/use-topic";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
@@ -72,7 +73,7 @@ export function JobList({ username, initial, state }: { username: string; initia
             <TableCell className="text-muted-foreground"><Time iso={job.created_at} /></TableCell>
             <TableCell className="text-right">
               {job.kind === "batch_predict" && job.state === "succeeded" ? (
-                <Button asChild variant="outline" size="sm"><a href={`/api/v1/jobs/${job.id}/output`} download>CSV</a></Button>
+                <DownloadOutput jobId={job.id} label="CSV" />
               ) : null}
               {!TERMINAL.has(job.state) && !job.cancel_requested ? (
                 <Button variant="ghost" size="sm" onClick={() => cancel(job)} disabled={busy === job.id} aria-label={`Cancel job ${job.id}`}>Cancel</Button>

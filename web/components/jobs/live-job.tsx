@@ -5,6 +5,7 @@ import Link from "next/link";
 import { useMemo, useState } from "react";
 
 import { LineChart } from "@/components/charts/line-chart";
+import { DownloadOutput } from "@/components/jobs/download-output";
 import { useTopic } from "@/components/realtime/use-topic";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
@@ -148,6 +149,9 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
               </Link>
             </Button>
           ) : null}
+          {job.kind === "batch_predict" && job.state === "succeeded" ? (
+            <DownloadOutput jobId={job.id} />
+          ) : null}
           {!terminal ? (
             <Button variant="destructive" size="sm" onClick={cancel} disabled={cancelling || job.cancel_requested}>
               {cancelling ? "Cancelling…" : "Cancel job"}
@@ -191,7 +195,7 @@ export function LiveJob({ initial, metrics }: { initial: Job; metrics: EpochMetr
               <LineChart label={data.name} data={data.metric} version={version + smoothing} series={[{ label: data.name, color: "#16a34a" }]} />
             </>
           ) : (
-            <p className="text-sm text-muted-foreground">{terminal ? "This job recorded no epochs." : "The first epoch appears here when it ends."}</p>
+            <p className="text-sm text-muted-foreground">{job.kind !== "train" ? "A batch prediction has no training curves." : terminal ? "This job recorded no epochs." : "The first epoch appears here when it ends."}</p>
           )}
         </CardContent>
       </Card>

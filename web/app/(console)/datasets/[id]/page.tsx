@@ -1,6 +1,7 @@
 import type { Metadata } from "next";
 import Link from "next/link";
 
+import { BatchPredict } from "@/components/datasets/batch-predict";
 import { DeleteDataset } from "@/components/datasets/delete-dataset";
 import { Badge } from "@/components/ui/badge";
 import { buttonVariants } from "@/components/ui/button";
@@ -99,6 +100,7 @@ export default async function DatasetPage({ params }: { params: Promise<{ id: st
           </Table>
         </CardContent>
       </Card>
+      <BatchPredict datasetId={d.id} />
       <Card aria-labelledby="preview-title">
         <CardHeader><CardTitle id="preview-title">First rows</CardTitle></CardHeader>
         <CardContent>
