@@ -193,7 +193,13 @@ describe.sequential("datasets, training, serving and monitoring", () => {
     await page.goto(`${BASE}/models/${MODEL}`);
     await expect.poll(() => page.locator("[data-testid=version-1]").innerText()).toContain("production");
     await page.goto(`${BASE}/models/${MODEL}/playground`);
-    await page.getByLabel("Request body (JSON)").fill(JSON.stringify({ inputs: [record(1), record(2)] }));
+    // Typed again until it holds: text typed before the page hydrates is merged with the form's own.
+    const request = JSON.stringify({ inputs: [record(1), record(2)] });
+    const editor = page.getByLabel("Request body (JSON)");
+    await expect.poll(async () => {
+      await editor.fill(request);
+      return editor.inputValue();
+    }, { timeout: 20_000, interval: 500 }).toBe(request);
     await page.getByRole("radio", { name: "REST" }).click();
     await page.getByRole("button", { name: /^Send over/ }).click();
     try {
