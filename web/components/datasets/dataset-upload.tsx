@@ -1,7 +1,7 @@
 "use client";
 
 import { useRouter } from "next/navigation";
-import { useRef, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 
 import { Button } from "@/components/ui/button";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
@@ -22,6 +22,12 @@ export function DatasetUpload() {
   const [progress, setProgress] = useState<{ loaded: number; total: number } | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const abort = useRef<AbortController | null>(null);
+  const input = useRef<HTMLInputElement>(null);
+  // A file chosen before the page hydrated fired no React change event: pick it up now.
+  useEffect(() => {
+    const chosen = input.current?.files?.[0];
+    if (chosen) setFile(chosen);
+  }, []);
   const busy = progress !== null;
   return (
     <Card aria-labelledby="upload-title">
@@ -56,7 +62,7 @@ export function DatasetUpload() {
           }}
         >
           <Field id="dataset-file" label="CSV file" hint={file ? `${file.name}, ${formatBytes(file.size)}` : "Up to the server's upload limit (hundreds of MB)."}>
-            <Input type="file" accept=".csv,text/csv" disabled={busy} onChange={(e) => setFile(e.target.files?.[0] ?? null)} />
+            <Input ref={input} type="file" accept=".csv,text/csv" disabled={busy} onChange={(e) => setFile(e.target.files?.[0] ?? null)} />
           </Field>
           {progress ? (
             <Progress value={progress.total ? (progress.loaded / progress.total) * 100 : 0} label={`Uploading: ${formatBytes(progress.loaded)} of ${formatBytes(progress.total)}`} />

@@ -126,8 +126,10 @@ describe.sequential("datasets, training, serving and monitoring", () => {
 
   it("uploads a CSV with progress and shows its profile", async () => {
     await page.goto(`${BASE}/datasets`);
+    const upload = page.getByRole("button", { name: "Upload" });
     await page.locator("#dataset-file").setInputFiles(CSV);
-    await page.getByRole("button", { name: "Upload" }).click();
+    await expect.poll(() => upload.isEnabled(), { timeout: 20_000 }).toBe(true);
+    await upload.click();
     await page.waitForURL(/\/datasets\/\d+$/);
     datasetId = Number(new URL(page.url()).pathname.split("/").pop());
     await expect.poll(() => page.getByRole("region", { name: "Columns" }).innerText()).toContain("city");
