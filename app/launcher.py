@@ -754,6 +754,7 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise LauncherError(f"the console did not listen on port {port} within {timeout:g}s")
             time.sleep(0.1)
+        _log(f"console (pid {child.pid}) listens on 127.0.0.1:{port}")
 
     def _spawn(self, child: Child) -> None:
         child.start(self.env)
