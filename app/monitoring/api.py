@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from ninja import Query
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -143,8 +144,5 @@ class MonitoringOverviewController(Controller):
 
     @route.get("/alerts", response=list[dict[str, Any]],
                summary="The newest drift reports past their threshold on visible models (also live on user:<owner>)")
-    async def alerts(self, limit: int = 20) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 200:
-            raise Invalid("limit must be in [1, 200]", details=[{"loc": ["query", "limit"], "field": "limit",
-                                                                 "msg": "must be in [1, 200]"}])
+    async def alerts(self, limit: int = Query(20, ge=1, le=200)) -> list[dict[str, Any]]:
         return await sync_to_async(_alerts)(self.caller, limit)

@@ -6,13 +6,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from ninja import File, Form
+from ninja import File, Form, Query
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
 from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
-from app.api.openapi import errors
+from app.api.openapi import errors, json_query
 from app.core.errors import Invalid, NotFound, PayloadTooLarge
 
 from . import selectors, services
@@ -183,10 +183,7 @@ class ModelController(Controller):
         return await sync_to_async(_promote_out)(user, name, version, payload.stage, payload.reason)
 
     @route.get("/{name}/history", response=list[StageChangeOut], summary="Promotion history, newest first")
-    async def history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 1000:
-            raise Invalid("limit must be in [1, 1000]", details=[{"loc": ["query", "limit"], "field": "limit",
-                                                                  "msg": "must be in [1, 1000]"}])
+    async def history(self, name: str, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         return await sync_to_async(_history_out)(self.caller, name, limit)
 
     @route.post("/{name}/rollback", response={200: RollbackOut, **errors(403, 409)},
@@ -237,7 +234,8 @@ class ArchitectureController(Controller):
 
 
     @route.get("/{name}/state-dict", response=StateDictOut,
-               summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)")
+               summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)",
+               openapi_extra=json_query(config={"type": "object", "default": {}}))
     async def state_dict(self, name: str, config: str = "{}") -> dict[str, Any]:
         return await asyncio.to_thread(_state_dict_out, name, _config_param(config))
 
