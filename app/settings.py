@@ -286,6 +286,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("TORCHWIRE_TASK_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# torch threads of each worker process (training, batch prediction); torch's default, one per core, makes
+# concurrent workers on a small host spin against each other (workers/celery.py applies it).
+TRAIN_THREADS = env_int("TORCHWIRE_TRAIN_THREADS", 1)
+if TRAIN_THREADS < 1:
+    raise ImproperlyConfigured(f"TORCHWIRE_TRAIN_THREADS={TRAIN_THREADS} must be at least 1")
 # Redis redelivers an unacked task after the visibility timeout: it must exceed the longest hard limit,
 # or a long training job would be started a second time while the first still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}

@@ -6,7 +6,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
+from celery.signals import (
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
 from app.monitoring import celery_metrics
 
@@ -38,6 +45,28 @@ def _schedule() -> dict[str, dict[str, Any]]:
 @app.on_after_configure.connect
 def _beat_schedule(sender: Celery, **_: Any) -> None:
     sender.conf.beat_schedule = _schedule()
+
+
+def _apply_train_threads() -> None:
+    import torch  # here, not at module level: the web processes import this module too
+    from django.conf import settings
+
+    torch.set_num_threads(settings.TRAIN_THREADS)
+
+
+@worker_init.connect
+def _train_threads_main(sender: Any = None, **_: Any) -> None:
+    """The solo and threads pools run tasks in the worker's main process. A prefork parent runs no task;
+    each of its pool processes applies the setting as it starts (below)."""
+    # pool_cls is still the name given (``prefork``, ``solo``, ...) or a class from the prefork module.
+    if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
+        _apply_train_threads()
+
+
+@worker_process_init.connect
+def _train_threads_child(**_: Any) -> None:
+    """Each prefork pool process, as it starts (before its first task)."""
+    _apply_train_threads()
 
 
 @worker_ready.connect

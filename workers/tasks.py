@@ -16,11 +16,13 @@ logger = logging.getLogger(__name__)
 @app.task(name="workers.tasks.health_ping_task", acks_late=True)
 def health_ping_task() -> dict[str, object]:
     """Proves a worker consumes the queue. /readyz does not call it: readiness must not depend on workers."""
+    import torch  # imported already: the worker's start applied TORCHWIRE_TRAIN_THREADS with it
+
     from app.core.logging import request_id_var
 
     logger.info("health ping")
     return {"ok": True, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-            "request_id": request_id_var.get()}
+            "request_id": request_id_var.get(), "torch_threads": torch.get_num_threads()}
 
 
 @app.task(name="workers.tasks.train_job_task", bind=True, acks_late=True, max_retries=None)

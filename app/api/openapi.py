@@ -3,7 +3,7 @@
 The statuses every operation of a kind can answer are added here, in one place, from what the operation
 takes (`common_errors`): 401 behind bearer auth, 404 with a path parameter, 422 with any parameter or body,
 413 with a body, 400 with a multipart body. What only some routes answer (403 role checks, 409 conflicts,
-429, 503, 504) each route names next to its success response: ``response={201: ModelOut, **errors(403, 409)}``.
+429, 503, 504, 507) each route names next to its success response: ``response={201: ModelOut, **errors(403, 409)}``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ DESCRIPTIONS = {
     429: "Too many requests; retry after `Retry-After` seconds",
     503: "Temporarily unable to serve (queue full, draining, a dependency down); retry after `Retry-After`",
     504: "The request's deadline passed before it was served",
+    507: "The server's storage is full; nothing was stored (`insufficient_storage`)",
 }
 
 

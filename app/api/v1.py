@@ -25,6 +25,7 @@ from app.api.openapi import TorchwireAPI
 from app.api.parsing import JsonParser
 from app.core.db import DatabaseUnavailable, quiet, unavailable_error
 from app.core.errors import ApiError, error_response
+from app.core.storage import StorageFull
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
 from app.monitoring.api import MonitoringController, MonitoringOverviewController
@@ -102,6 +103,14 @@ def inference_error_response(exc: InferenceError) -> HttpResponse:
     if isinstance(exc, QueueFull):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
     return error_response(status, exc.message, code=exc.code, details=exc.details or None, headers=headers)
+
+
+@api.exception_handler(StorageFull)
+def _storage_full(request: HttpRequest, exc: StorageFull) -> HttpResponse:
+    # The operator's problem, not a bug: one line, no traceback (Django's own 5xx log line is skipped).
+    logger.warning("storage full (%s): %s %s stored nothing", exc.reason, request.method, request.path)
+    return quiet(error_response(507, "the server's storage is full; nothing was stored, retry later",
+                                code="insufficient_storage", details={"reason": exc.reason}))
 
 
 @api.exception_handler(InferenceError)

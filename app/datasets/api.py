@@ -58,7 +58,7 @@ def _upload_path(upload: UploadedFile) -> tuple[Path, bool]:
 
 @api_controller("/datasets", tags=["datasets"], auth=bearer_auth)
 class DatasetController(Controller):
-    @route.post("", response={201: DatasetOut, **errors(403)}, summary="Upload a CSV (multipart field `file`)",
+    @route.post("", response={201: DatasetOut, **errors(403, 507)}, summary="Upload a CSV (multipart field `file`)",
                 permissions=[role_before_body(Role.MEMBER)])
     async def upload(self, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
         if file.size is not None and file.size > settings.MAX_DATASET_BYTES:

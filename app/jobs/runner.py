@@ -27,7 +27,7 @@ from django.db import close_old_connections
 
 from app.core.csvfile import csv_writer
 from app.core.errors import ApiError
-from app.core.storage import get_storage
+from app.core.storage import StorageFull, get_storage
 from app.registry.models import ModelVersion, Stage
 from app.registry.services import model_version_create
 from inference.errors import InferenceError
@@ -106,6 +106,13 @@ def _attempt(job: Job, lease: Lease) -> str:
         reason = exc.message[:2000]
         lease.call(lambda: services.job_fail(job=job, worker=worker, error=reason),
                    what="recording the failure")
+        return "failed"
+    except StorageFull as exc:
+        # Nothing half-written was kept and no version or output row names it; the owner can resubmit
+        # once the operator frees space.
+        logger.warning("job %s failed: %s", job.pk, exc)
+        full = f"{exc}; the job stored nothing: submit it again once the storage has space"
+        lease.call(lambda: services.job_fail(job=job, worker=worker, error=full), what="recording the failure")
         return "failed"
     except Exception as exc:
         logger.exception("job %s failed", job.pk)

@@ -191,7 +191,7 @@ class ModelController(Controller):
     async def rollback(self, name: str, payload: RollbackIn) -> dict[str, Any]:
         return await sync_to_async(_rollback_out)(self.caller, name, payload.reason)
 
-    @route.post("/{name}/versions", response={201: VersionOut, **errors(403)},
+    @route.post("/{name}/versions", response={201: VersionOut, **errors(403, 507)},
                 summary="Publish version N+1 (multipart)", permissions=[BeforeBody(_may_publish)])
     async def publish(
         self, name: str, artifact: File[UploadedFile], manifest: Form[str]

@@ -1735,6 +1735,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     dataset_get_dataset: {
@@ -3275,6 +3284,15 @@ export interface operations {
             };
             /** @description The request is well-formed but invalid; `details` says where */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };
