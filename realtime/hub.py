@@ -77,9 +77,10 @@ class Subscription:
         self.closed = False
         self.task: asyncio.Task[None] | None = None
 
-    def offer(self, event: Event) -> bool | None:
+    def offer(self, event: Event, after: tuple[str | None, int]) -> bool | None:
         """Hands a live event on: True if the sink took it, False if it was not for this subscriber (a
-        duplicate), None if the subscription must catch up first."""
+        duplicate), None if the subscription must catch up first. ``after`` is the position the event
+        follows in the hub's stream (``(None, 0)`` for the first of a topic that had none)."""
         if self.closed:
             return False
         if self.busy:
@@ -89,11 +90,12 @@ class Subscription:
                 self.dirty = True
             return False
         cursor = self.cursor
-        if event.epoch == cursor.epoch:
-            if event.seq <= cursor.seq:
-                return False
-            if event.seq == cursor.seq + 1 and self.sink.push(event):
-                cursor.seq = event.seq
+        same = event.epoch == cursor.epoch
+        if same and event.seq <= cursor.seq:
+            return False
+        if (same and event.seq == cursor.seq + 1) or (cursor.epoch, cursor.seq) == after:
+            if self.sink.push(event):
+                cursor.epoch, cursor.seq = event.epoch, event.seq
                 return True
         self.dirty = True
         return None
@@ -223,6 +225,7 @@ class Hub:
                     receiving = asyncio.ensure_future(self.layer.receive(channel))
                 if waking is None:
                     waking = asyncio.ensure_future(self._wake.wait())
+                deadline = min(deadline, loop.time() + check_seconds())  # a shorter setting applies at once
                 done, _ = await asyncio.wait({receiving, waking}, timeout=max(0.0, deadline - loop.time()),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if waking in done:
@@ -253,13 +256,14 @@ class Hub:
         state = self._topics.get(event.topic)
         if state is None or not state.joined:
             return
+        before = (state.cursor.epoch, state.cursor.seq)
         try:
             step = await state.cursor.feed(event)
         except (RedisError, OSError) as exc:
             # The hub's cursor did not move: the next event or check catches up.
             logger.warning("events hub catch-up on %s failed: %r", event.topic, exc)
             return
-        self._dispatch(state, step)
+        self._dispatch(state, step, before)
 
     async def _check(self) -> None:
         states = [state for state in self._topics.values() if state.joined]
@@ -269,7 +273,8 @@ class Hub:
             now = await bus.positions([state.name for state in states])
             for state in states:
                 if state.joined:
-                    self._dispatch(state, await state.cursor.check(now[state.name]))
+                    before = (state.cursor.epoch, state.cursor.seq)
+                    self._dispatch(state, await state.cursor.check(now[state.name]), before)
         except (RedisError, OSError) as exc:
             logger.warning("events hub position check failed: %r", exc)
         for state in states:
@@ -278,7 +283,7 @@ class Hub:
                     sub.dirty = True
                     self._catch_up_later(sub)
 
-    def _dispatch(self, state: _Topic, step: Step) -> None:
+    def _dispatch(self, state: _Topic, step: Step, after: tuple[str | None, int]) -> None:
         subs = list(state.subs)
         if isinstance(step, Reset):
             # A new epoch the log cannot bridge: each subscriber gets its reset (and snapshot) from its
@@ -291,12 +296,13 @@ class Hub:
         for event in step:
             delivered = 0
             for sub in subs:
-                taken = sub.offer(event)
+                taken = sub.offer(event, after)
                 if taken:
                     delivered += 1
                 elif taken is None:
                     self._catch_up_later(sub)
             metrics.event_delivered(delivered)
+            after = (event.epoch, event.seq)
 
     def _behind(self, sub: Subscription) -> bool:
         state = self._topics.get(sub.topic)
