@@ -24,6 +24,11 @@ class Sink:
         self.room = room
         self.active = True
         self.refused = 0
+        self.grown = asyncio.Event()
+
+    def grow(self, room: int) -> None:
+        self.room = room
+        self.grown.set()
 
     def push(self, event: Event) -> bool:
         if len(self.items) >= self.room:
@@ -34,7 +39,8 @@ class Sink:
 
     async def deliver(self, step: Step) -> None:
         while len(self.items) >= self.room:  # waits for room, as an SSE stream's queue does
-            await asyncio.sleep(0.01)
+            self.grown.clear()
+            await self.grown.wait()
         self.items.extend([step] if isinstance(step, Reset) else step)
 
     def seqs(self) -> list[int]:
@@ -176,7 +182,7 @@ async def test_a_sink_that_refuses_catches_up_from_the_log_when_it_has_room(topi
         await publish(topic, "e", {"i": i})
     await _until(lambda: len(fast.items) == 10)
     assert slow.seqs() == [1, 2, 3] and slow.refused >= 1
-    slow.room = 100
+    slow.grow(100)
     await _until(lambda: slow.seqs() == list(range(1, 11)))
     await publish(topic, "e", {})
     await _until(lambda: slow.seqs()[-1] == 11 and fast.seqs()[-1] == 11)
