@@ -166,6 +166,10 @@ class Hub:
                 return
             try:
                 await self.layer.group_discard(bus.group_name(state.name), self._channel)
+            except (RedisError, OSError) as exc:
+                # The layer has forgotten the group already; Redis drops the subscription when the
+                # connection does, and a stray event for it is dropped on arrival.
+                logger.warning("leaving the group of %s failed: %r", state.name, exc)
             except Exception:
                 logger.warning("leaving the group of %s failed", state.name, exc_info=True)
             finally:
