@@ -261,7 +261,8 @@ class Load:
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.latencies) or [0.0]
-        return {"ok": self.ok, "failed": len(self.failures), "resent": self.resent, "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
+        return {"ok": self.ok, "failed": len(self.failures), "resent": self.resent,
+                "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
                 "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1), "failures": self.failures[:5]}
 
 
