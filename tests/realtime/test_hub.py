@@ -230,3 +230,36 @@ async def test_concurrent_subscribes_and_unsubscribes_keep_one_subscription(topi
     await publish(topic, "e", {})
     await _until(lambda: all(sink.seqs() == [1] for sink in sinks[15:]))
     assert all(sink.seqs() == [] for sink in sinks[:15])
+
+
+async def test_a_layer_sharded_over_two_redis_servers_delivers_every_topic():
+    """TORCHWIRE_CHANNEL_LAYER_URLS with two servers (docs/scaling.md): each topic's group lives on one of
+    them, the hub subscribes there once, and events published to either reach their sinks."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from tests.private_services import private_redis
+
+    with private_redis("shard") as second:
+        hosts = [os.environ["REDIS_URL"], second.url]
+        layer = RedisPubSubChannelLayer(hosts=hosts, prefix="tw:layer")
+        hub = Hub()
+        hub.layer = layer
+        names = [f"hubshard:{uuid.uuid4().hex[:8]}-{i}" for i in range(12)]
+        sinks = {name: Sink() for name in names}
+        subs = [await _subscribe(hub, name, sinks[name]) for name in names]
+        try:
+            per_server = [
+                sum(int(redis.Redis.from_url(url).pubsub_numsub(
+                    layer._get_layer()._get_group_channel_name(bus.group_name(name)))[0][1]) for name in names)
+                for url in hosts
+            ]
+            assert sum(per_server) == len(names) and min(per_server) > 0, per_server
+            for name in names:
+                event = await asyncio.to_thread(bus.append_sync, name, "e", "{}")
+                await layer.group_send(bus.group_name(name), event.message())
+            await _until(lambda: all(sink.seqs() == [1] for sink in sinks.values()))
+        finally:
+            for sub in subs:
+                await hub.unsubscribe(sub)
+            await layer.flush()
+            _redis().delete(*[key for name in names for key in bus._keys_with_ids(name)])
