@@ -145,8 +145,11 @@ class Cluster:
         for line in (self.site.prefix / "logs" / "access.log").read_text().splitlines():
             entry = json.loads(line)
             if "/predict" in entry["path"]:
-                for upstream in entry["upstream"].split(", "):
+                tried = entry["upstream"].split(", ")
+                for upstream in tried:
                     counts[upstream] = counts.get(upstream, 0) + 1
+                if len(tried) > 1:  # proxy_next_upstream: refused or reset by one, answered by the next
+                    counts["retried"] = counts.get("retried", 0) + 1
         return counts
 
 
@@ -355,6 +358,7 @@ def test_several_hosts(cluster: Cluster) -> None:
     assert events["reconnected"] >= 1, events
     joined = results["join"]
     assert joined["predictions_served_by_C"] > 0, joined
+    assert joined["upstreams"].get("retried", 0) >= 1, joined  # the edge did retry predictions A dropped
     assert joined["B_restarted"] is False and joined["edge_master_restarted"] is False, joined
 
 
