@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import Service, start_service
+from service import Service, cpu_seconds, machine_cpu_seconds, start_service
 
 
 class Subscriber(asyncio.Protocol):
@@ -213,6 +213,9 @@ async def _scenario(service: Service, name: str, *, subscribers: int, topics: in
             await publish(topic, "tick", {"t": time.time()})
         await asyncio.sleep(1)
         stats.recording = True
+        server_cpu0, client_cpu0 = cpu_seconds(service.pid), cpu_seconds(os.getpid())
+        machine0 = machine_cpu_seconds()[0]
+        wall0 = time.monotonic()
         interval = 1.0 / (rate_per_topic * topics)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -224,6 +227,10 @@ async def _scenario(service: Service, name: str, *, subscribers: int, topics: in
             await asyncio.sleep(max(0.0, next_at - loop.time()))
         await asyncio.sleep(2)
         stats.recording = False
+        wall = time.monotonic() - wall0
+        server_cpu = cpu_seconds(service.pid) - server_cpu0
+        client_cpu = cpu_seconds(os.getpid()) - client_cpu0
+        other_cpu = machine_cpu_seconds()[0] - machine0 - server_cpu - client_cpu
     load = os.getloadavg()
     expected = published * subscribers // topics
     for sub in subs:
@@ -242,6 +249,11 @@ async def _scenario(service: Service, name: str, *, subscribers: int, topics: in
             "p50_ms": round(_percentile(stats.latencies, 0.5) * 1000, 1),
             "p99_ms": round(_percentile(stats.latencies, 0.99) * 1000, 1),
             "max_ms": round(max(stats.latencies, default=float("nan")) * 1000, 1),
+            # CPU the server spent per delivered event (one message to one socket), and cores used: the
+            # per-core figure that holds whatever else the machine is doing.
+            "server_cpu_cores": round(server_cpu / wall, 2), "client_cpu_cores": round(client_cpu / wall, 2),
+            "other_cpu_cores": round(other_cpu / wall, 2),
+            "server_us_per_delivery": round(server_cpu / max(1, len(stats.latencies)) * 1e6, 1),
             "out_of_order": stats.out_of_order, "closed": sorted(set(stats.closed)), "errors": stats.errors[:3],
         })
     return result

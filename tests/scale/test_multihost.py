@@ -205,13 +205,15 @@ def cluster() -> Iterator[Cluster]:
             "STORAGE_URL": f"file://{work / 'storage'}", "ALLOWED_HOSTS": ",".join(
                 f"{topo.subnet}.{i}" for i in range(1, 30)),
             "TORCHWIRE_WS_PING_SECONDS": "2", "TORCHWIRE_EVENT_RELAY_SECONDS": "0.5",
+            # Training on a queue of its own (docs/scaling.md), served by the worker host.
+            "TORCHWIRE_TASK_ROUTES": "workers.tasks.train_job_task=train",
         })
         migrate(database_url, env)
         cluster = Cluster(topo=topo, env=env, work=work, data=data, edge=edge)
         worker = topo.add_host("worker")
         worker_env = {**env, "TORCHWIRE_VAR_DIR": str(work / "var-worker")}
         celery = [sys.executable, "-m", "celery", "-A", "workers.celery"]
-        worker.popen([*celery, "worker", "-l", "INFO", "-c", "1", "--hostname=scale@%h", "-Q", "default",
+        worker.popen([*celery, "worker", "-l", "INFO", "-c", "1", "--hostname=scale@%h", "-Q", "train,default",
                       "--without-gossip", "--without-mingle"], env=worker_env, log=work / "worker.log", cwd=ROOT)
         worker.popen([*celery, "beat", "-l", "INFO", "-s", str(work / "celerybeat-schedule")], env=worker_env,
                      log=work / "beat.log", cwd=ROOT)
