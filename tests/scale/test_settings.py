@@ -25,10 +25,11 @@ def _probe(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_task_routes_send_a_job_type_to_its_own_queue():
-    routed = _probe(TORCHWIRE_TASK_ROUTES="workers.tasks.train_job_task=train, workers.tasks.batch_predict_job_task=batch")
+    routes = "workers.tasks.train_job_task=train, workers.tasks.batch_predict_job_task=batch"
+    routed = _probe(TORCHWIRE_TASK_ROUTES=routes)
     assert routed.returncode == 0, routed.stderr
-    queue, routes, _ = routed.stdout.split(" ", 2)
-    assert queue == "train" and "workers.tasks.batch_predict_job_task" in routes
+    queue, routed_tasks, _ = routed.stdout.split(" ", 2)
+    assert queue == "train" and "workers.tasks.batch_predict_job_task" in routed_tasks
     default = _probe(TORCHWIRE_TASK_ROUTES="")
     assert default.returncode == 0 and default.stdout.startswith("default "), default.stderr
     bad = _probe(TORCHWIRE_TASK_ROUTES="workers.tasks.train_job_task")
