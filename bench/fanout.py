@@ -32,6 +32,7 @@ import secrets
 import struct
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,16 @@ class Subscriber(asyncio.Protocol):
     """One /ws/v1/events socket: the handshake, then unmasked server frames parsed by hand; server pings
     answered. ``on_event`` gets each event's publish->receive seconds."""
 
-    def __init__(self, host: str, port: int, key: str, stats: Stats) -> None:
+    def __init__(self, host: str, port: int, key: str, stats: Stats, *, deflate: bool = False) -> None:
+        # A browser offers permessage-deflate, and uvicorn accepts it by default: every message is then
+        # compressed for each socket. --deflate measures that (this client inflates what it gets).
+        offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
         self.request = (
             f"GET /ws/v1/events HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n{offer}"
             f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {key}\r\n\r\n"
         ).encode()
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
         self.stats = stats
         self.buffer = b""
         self.open = False
@@ -102,6 +107,8 @@ class Subscriber(asyncio.Protocol):
             if len(buf) - start < length:
                 break
             payload = buf[start:start + length]
+            if buf[pos] & 0x40 and self.inflater is not None:  # RSV1: a compressed message
+                payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             pos = start + length
             if opcode == 1:
                 self._message(payload)
@@ -177,7 +184,8 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
 
-async def _connect(service: Service, count: int, topics: list[str], stats: Stats) -> list[Subscriber]:
+async def _connect(service: Service, count: int, topics: list[str], stats: Stats,
+                   deflate: bool) -> list[Subscriber]:
     host, port = "127.0.0.1", int(service.url.rsplit(":", 1)[1])
     loop = asyncio.get_running_loop()
     subscribers: list[Subscriber] = []
@@ -185,7 +193,8 @@ async def _connect(service: Service, count: int, topics: list[str], stats: Stats
 
     async def one(index: int) -> None:
         async with gate:
-            _, sub = await loop.create_connection(lambda: Subscriber(host, port, service.api_key, stats), host, port)
+            _, sub = await loop.create_connection(
+                lambda: Subscriber(host, port, service.api_key, stats, deflate=deflate), host, port)
             await asyncio.wait_for(sub.ready, 60)
             await sub.subscribe(topics[index % len(topics)])
             subscribers.append(sub)
@@ -195,14 +204,14 @@ async def _connect(service: Service, count: int, topics: list[str], stats: Stats
 
 
 async def _scenario(service: Service, name: str, *, subscribers: int, topics: int, rate_per_topic: float,
-                    seconds: float) -> dict[str, Any]:
+                    seconds: float, deflate: bool = False) -> dict[str, Any]:
     from realtime.bus import publish  # Django is set up by main() before any scenario runs
 
     stats = Stats()
     names = [f"user:fanout-{name}-{i}" for i in range(topics)]
     rss_before = _rss_kb(service.pid)
     started = time.monotonic()
-    subs = await _connect(service, subscribers, names, stats)
+    subs = await _connect(service, subscribers, names, stats, deflate)
     connect_seconds = time.monotonic() - started
     await asyncio.sleep(2)
     rss_connected = _rss_kb(service.pid)
@@ -237,7 +246,8 @@ async def _scenario(service: Service, name: str, *, subscribers: int, topics: in
         sub.close()
     await asyncio.sleep(1)
     result: dict[str, Any] = {
-        "scenario": name, "subscribers": subscribers, "topics": topics, "events_per_s": rate_per_topic * topics,
+        "scenario": name, "deflate": deflate, "subscribers": subscribers, "topics": topics,
+        "events_per_s": rate_per_topic * topics,
         "seconds": seconds if rate_per_topic else 0, "connect_seconds": round(connect_seconds, 1),
         "rss_before_mb": round(rss_before / 1024, 1), "rss_connected_mb": round(rss_connected / 1024, 1),
         "rss_per_socket_kb": round((rss_connected - rss_before) / subscribers, 1),
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="scenarios to run (default: all)")
     parser.add_argument("--server-cpu", type=int, default=0, help="the core uvicorn is pinned to")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # the server inherits it too
@@ -286,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         django.setup()
         results = []
         for name in args.only or list(SCENARIOS):
-            results.append(asyncio.run(_scenario(service, name, seconds=args.seconds, **SCENARIOS[name])))
+            results.append(asyncio.run(_scenario(service, name, seconds=args.seconds, deflate=args.deflate,
+                                                 **SCENARIOS[name])))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         report = {"cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)), "server_cpu": args.server_cpu,
                   "results": results}
