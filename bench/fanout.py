@@ -285,10 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="scenarios to run (default: all)")
     parser.add_argument("--server-cpu", type=int, default=0, help="the core uvicorn is pinned to")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
+    parser.add_argument("--ws", default=None, help="uvicorn's websocket implementation (UVICORN_WS), e.g. "
+                        "websockets-sansio; default: what the launcher runs")
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # the server inherits it too
-    service = start_service(server_cpus={args.server_cpu}, extra_env={"TORCHWIRE_WS_SEND_BUFFER": "1000"})
+    extra = {"TORCHWIRE_WS_SEND_BUFFER": "1000", **({"UVICORN_WS": args.ws} if args.ws else {})}
+    service = start_service(server_cpus={args.server_cpu}, extra_env=extra)
     try:
         os.environ.update(service.env)
         os.environ["DJANGO_SETTINGS_MODULE"] = "app.settings"
@@ -300,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(asyncio.run(_scenario(service, name, seconds=args.seconds, deflate=args.deflate,
                                                  **SCENARIOS[name])))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-        report = {"cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)), "server_cpu": args.server_cpu,
+        report = {"ws": args.ws or "default", "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+                  "server_cpu": args.server_cpu,
                   "results": results}
         print(json.dumps(report, indent=2))
     finally:
