@@ -205,25 +205,3 @@ def test_retention_deletes_old_rows_only(settings):
     monitoring_trim()
     assert list(PredictionRecord.objects.filter(model=model).values_list("prediction_id", flat=True)) == [new]
     assert old != new
-
-
-def test_parse_window_accepts_a_minute_to_the_retention_period(settings):
-    settings.MONITORING_RETENTION_DAYS = 7
-    assert selectors.parse_window("15m") == timedelta(minutes=15)
-    assert selectors.parse_window("7d") == timedelta(days=7)
-    for bad in ("59s", "8d", "1w", "", "1.5h", "15 m"):
-        with pytest.raises(Invalid) as caught:
-            selectors.parse_window(bad)
-        assert caught.value.details[0]["field"] == "window"
-
-
-def test_live_accuracy_counts_only_labelled_predictions():
-    owner = new_user(Role.MAINTAINER)
-    model = model_of(owner)
-    ids = [record(model, task=Task.CLASSIFICATION, label="yes", value=None) for _ in range(4)]
-    feedback_record(model=model, actor=owner, items=[Feedback(ids[0], None, "yes"), Feedback(ids[1], None, "yes"),
-                                                     Feedback(ids[2], None, "no")])
-    end = timezone.now() + timedelta(seconds=1)
-    accuracy = selectors.accuracy_summary(model=model, version=1, start=end - timedelta(hours=1), end=end, bucket=60,
-                                          task=Task.CLASSIFICATION)
-    assert (accuracy["metric"], accuracy["labeled"], accuracy["value"]) == ("accuracy", 3, round(2 / 3, 6))
