@@ -212,3 +212,14 @@ def test_manifest_parse_refuses_what_it_cannot_load_safely():
             manifest_parse(raw)
     parsed = manifest_parse('{"architecture": "mlp", "config": {"in_features": 4, "hidden": [8], "out_features": 3}}')
     assert parsed["format"] == "safetensors" and parsed["signature"]["inputs"]
+
+
+def test_a_model_visible_two_ways_is_listed_once_and_history_is_bounded():
+    owner, reader = new_user(Role.MAINTAINER), new_user()
+    model = make_model(owner, visibility=Visibility.PUBLIC)
+    model_update(model=model, actor=owner, changes={"sharing": [reader.username, owner.username]})
+    assert [m.pk for m in model_list(user=reader)].count(model.pk) == 1
+    version = add_version(model, owner)
+    for stage in (Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED):
+        model_version_promote(version=version, stage=stage, actor=owner)
+    assert [c.to_stage for c in model_history(model=model, limit=2)] == [Stage.ARCHIVED, Stage.PRODUCTION]
