@@ -50,6 +50,10 @@ def user_create(*, username: str, password: str | None, role: Role | str = Role.
     except ValidationError as exc:
         raise Invalid(f"invalid username {username!r}: {exc.messages[0]}",
                       details=[{"loc": ["username"], "msg": "invalid"}]) from exc
+    limit = User._meta.get_field("username").max_length or 150
+    if len(username) > limit:
+        raise Invalid(f"a username has at most {limit} characters",
+                      details=[{"loc": ["username"], "msg": f"at most {limit} characters"}])
     if User.objects.filter(username=username).exists():
         raise Invalid(f"user {username!r} already exists", details=[{"loc": ["username"], "msg": "taken"}])
     user = User(username=username, email=email, role=Role(role))

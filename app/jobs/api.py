@@ -2,6 +2,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
+from ninja import Query
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -104,9 +105,10 @@ class JobController(Controller):
         return 201, await sync_to_async(run)()
 
     @route.get("", summary="The caller's jobs, newest first")
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_jobs(self, state: JobState | None = None,
+                        limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
-            jobs = selectors.job_list(user=self.caller, state=state)[: max(1, min(limit, 1000))]
+            jobs = selectors.job_list(user=self.caller, state=state)[:limit]
             return [_out(j) for j in jobs]
 
         return await sync_to_async(run)()
