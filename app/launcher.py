@@ -44,9 +44,9 @@ from types import FrameType
 from typing import IO
 
 from app import console_build
+from app.config import BASE_DIR, ConfigError, Settings
 from app.core.headers import API_POLICY
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATES = BASE_DIR / "nginx"
 
 _PR_SET_PDEATHSIG = 1
@@ -68,14 +68,11 @@ class _Interrupted(Exception):
     """A stop signal arrived during startup."""
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _settings() -> Settings:
     try:
-        return int(raw)
-    except ValueError:
-        raise LauncherError(f"{name}={raw!r} is not an integer") from None
+        return Settings()
+    except ConfigError as exc:
+        raise LauncherError(str(exc)) from None
 
 
 def _log(message: str) -> None:
@@ -213,31 +210,32 @@ class Config:
     console: str = "auto"
     # Its Next.js server's loopback port; set by the launcher once the console is built (None: no console).
     console_port: int | None = None
+    # Everything else the launcher reads from the environment (app/config.py).
+    settings: Settings = field(default_factory=Settings, repr=False)
 
     @classmethod
-    def from_env(cls, *, prod: bool = False) -> Config:
+    def from_env(cls, *, prod: bool = False, settings: Settings | None = None) -> Config:
+        env = settings or _settings()
         return cls(
-            var_dir=_var_dir(),
-            host=os.environ.get("HOST") or "127.0.0.1",
-            port=_env_int("PORT", 8000),
-            redis_url=os.environ.get("REDIS_URL") or None,
-            redis_port=_env_int("TORCHWIRE_EMBEDDED_REDIS_PORT", 6390),
-            web_workers=_env_int("TORCHWIRE_WEB_WORKERS", 2 if prod else 1),
-            drain_seconds=_env_int("TORCHWIRE_DRAIN_SECONDS", 10),
-            worker_stop_seconds=_env_int("TORCHWIRE_WORKER_STOP_SECONDS", 30),
-            worker_concurrency=_env_int("TORCHWIRE_WORKER_CONCURRENCY", 1),
-            worker_queues=os.environ.get("TORCHWIRE_WORKER_QUEUES") or "default",
+            var_dir=env.var_dir,
+            host=env.host,
+            port=env.port,
+            redis_url=env.redis_url_env,
+            redis_port=env.embedded_redis_port,
+            web_workers=(2 if prod else 1) if env.web_workers is None else env.web_workers,
+            drain_seconds=env.drain_seconds,
+            worker_stop_seconds=env.worker_stop_seconds,
+            worker_concurrency=env.worker_concurrency,
+            worker_queues=env.worker_queues,
             prod=prod,
-            https_port=_env_int("HTTPS_PORT", 8443),
-            http_port=_env_int("HTTP_PORT", 8080),
-            max_crashes=max(1, _env_int("TORCHWIRE_CHILD_MAX_CRASHES", 5)),
-            crash_window=max(1, _env_int("TORCHWIRE_CHILD_CRASH_WINDOW_SECONDS", 60)),
-            console=(os.environ.get("TORCHWIRE_CONSOLE") or "auto").strip().lower(),
+            https_port=env.https_port,
+            http_port=env.http_port,
+            max_crashes=max(1, env.child_max_crashes),
+            crash_window=max(1, env.child_crash_window_seconds),
+            console=env.console,
+            console_port=None,
+            settings=env,
         )
-
-
-def _var_dir() -> Path:
-    return Path(os.environ.get("TORCHWIRE_VAR_DIR") or BASE_DIR / "var").resolve()
 
 
 def _redis_executable() -> Path:
@@ -333,7 +331,7 @@ def _address(host: str, port: int) -> str:
 
 def nginx_binary() -> str:
     """TORCHWIRE_NGINX, else nginx on PATH, else Debian's /usr/sbin/nginx (often not on a user's PATH)."""
-    configured = os.environ.get("TORCHWIRE_NGINX")
+    configured = _settings().nginx
     if configured:
         return configured
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
@@ -385,10 +383,9 @@ class NginxSite:
     hsts_seconds: int = 31536000
 
     @classmethod
-    def from_env(cls, *, prefix: Path, upstreams: list[str], listen_host: str, https_port: int, http_port: int,
-                 static_root: Path, var_dir: Path, console_upstreams: list[str] | None = None) -> NginxSite:
-        """The body caps follow the app's own variables (their defaults repeated from app/settings.py,
-        which the launcher does not import)."""
+    def from_env(cls, env: Settings, *, prefix: Path, upstreams: list[str], listen_host: str, https_port: int,
+                 http_port: int, static_root: Path, console_upstreams: list[str] | None = None) -> NginxSite:
+        """The body caps follow the app's own (app/config.py), a little higher (multipart framing)."""
         slack = 1024 * 1024
         return cls(
             prefix=prefix,
@@ -396,24 +393,23 @@ class NginxSite:
             listen_hosts=[listen_host],
             https_port=https_port,
             http_port=http_port,
-            tls_cert=Path(os.environ.get("TORCHWIRE_TLS_CERT") or var_dir / "certs" / "localhost.crt"),
-            tls_key=Path(os.environ.get("TORCHWIRE_TLS_KEY") or var_dir / "certs" / "localhost.key"),
+            tls_cert=env.tls_cert,
+            tls_key=env.tls_key,
             static_root=static_root,
-            json_body_bytes=_env_int("TORCHWIRE_MAX_JSON_BYTES", 8 * 1024 * 1024),
-            dataset_body_bytes=_env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024) + slack,
-            artifact_body_bytes=_env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3) + slack,
-            auth_rate=os.environ.get("TORCHWIRE_NGINX_AUTH_RATE") or "30r/m",
-            auth_burst=_env_int("TORCHWIRE_NGINX_AUTH_BURST", 10),
-            infer_rate=os.environ.get("TORCHWIRE_NGINX_INFER_RATE") or "200r/s",
-            infer_burst=_env_int("TORCHWIRE_NGINX_INFER_BURST", 400),
-            read_timeout=_env_int("TORCHWIRE_NGINX_READ_TIMEOUT", 120),
-            upload_timeout=_env_int("TORCHWIRE_NGINX_UPLOAD_TIMEOUT", 600),
-            stream_timeout=_env_int("TORCHWIRE_NGINX_STREAM_TIMEOUT", 3600),
-            shutdown_timeout=_env_int("TORCHWIRE_DRAIN_SECONDS", 10),
-            worker_processes=os.environ.get("TORCHWIRE_NGINX_WORKER_PROCESSES") or "auto",
-            trusted_proxies=[p.strip() for p in os.environ.get("TORCHWIRE_NGINX_TRUSTED_PROXIES", "").split(",")
-                             if p.strip()],
-            hsts_seconds=_env_int("SECURE_HSTS_SECONDS", 31536000),
+            json_body_bytes=env.max_json_bytes,
+            dataset_body_bytes=env.max_dataset_bytes + slack,
+            artifact_body_bytes=env.max_artifact_bytes + slack,
+            auth_rate=env.nginx_auth_rate,
+            auth_burst=env.nginx_auth_burst,
+            infer_rate=env.nginx_infer_rate,
+            infer_burst=env.nginx_infer_burst,
+            read_timeout=env.nginx_read_timeout,
+            upload_timeout=env.nginx_upload_timeout,
+            stream_timeout=env.nginx_stream_timeout,
+            shutdown_timeout=env.drain_seconds,
+            worker_processes=env.nginx_worker_processes,
+            trusted_proxies=env.nginx_trusted_proxies,
+            hsts_seconds=env.secure_hsts_seconds,
             console_upstreams=console_upstreams or [],
         )
 
@@ -552,7 +548,7 @@ class ProdLayout:
     made_certificate: bool
 
 
-def prod_layout(config: Config, env: Mapping[str, str]) -> ProdLayout:
+def prod_layout(config: Config) -> ProdLayout:
     """The nginx config `make run-prod` uses, rendered and accepted by `nginx -t`, with a self-signed
     certificate made if none is configured; upstreams are the local workers' sockets under var/run (a
     directory only this user may enter: uvicorn trusts the X-Forwarded-* headers of whoever connects)
@@ -562,12 +558,12 @@ def prod_layout(config: Config, env: Mapping[str, str]) -> ProdLayout:
     run_dir.mkdir(exist_ok=True)
     run_dir.chmod(0o700)
     sockets = [run_dir / f"web-{i}.sock" for i in range(config.web_workers)]
-    extra = [u.strip() for u in env.get("TORCHWIRE_UPSTREAMS", "").split(",") if u.strip()]
+    env = config.settings
     site = NginxSite.from_env(
-        prefix=config.var_dir / "nginx", upstreams=[f"unix:{s}" for s in sockets] + extra,
+        env, prefix=config.var_dir / "nginx", upstreams=[f"unix:{s}" for s in sockets] + env.upstreams,
         console_upstreams=[f"127.0.0.1:{config.console_port}"] if config.console_port else [],
         listen_host=config.host, https_port=config.https_port, http_port=config.http_port,
-        static_root=Path(env.get("STATIC_ROOT") or config.var_dir / "static").resolve(), var_dir=config.var_dir,
+        static_root=env.static_root.resolve(),
     )
     made = certificate_ensure(site.tls_cert, site.tls_key)
     site.render(nginx_version(binary))
@@ -678,7 +674,7 @@ class Launcher:
         env.setdefault("ALLOWED_HOSTS", ",".join(hosts))
         env.setdefault("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{h}{origin_port}" for h in hosts))
         env["TORCHWIRE_SERVE_STATIC"] = "false"
-        layout = prod_layout(config, env)
+        layout = prod_layout(config)
         env["STATIC_ROOT"] = str(layout.site.static_root)
         if layout.made_certificate:
             _log(f"made a self-signed certificate for localhost: {layout.site.tls_cert}")
@@ -730,7 +726,7 @@ class Launcher:
             _log(f"WARNING: running without the web console: {exc}")
             return
         self._check_stop()
-        config.console_port = _env_int("TORCHWIRE_CONSOLE_PORT", 0) or _free_loopback_port()
+        config.console_port = config.settings.console_port or _free_loopback_port()
         if not _port_is_free("127.0.0.1", config.console_port):
             raise LauncherError(f"port {config.console_port} on 127.0.0.1 is taken; set TORCHWIRE_CONSOLE_PORT")
 
@@ -738,7 +734,7 @@ class Launcher:
         """The console's Next.js standalone server on a private loopback port; it calls the API at api_url."""
         assert self.config.console_port is not None
         var_dir = self.config.var_dir
-        secret = os.environ.get("TORCHWIRE_CONSOLE_SECRET") or _secret_key_file(var_dir, "console-secret.txt")
+        secret = self.config.settings.console_secret or _secret_key_file(var_dir, "console-secret.txt")
         env = console_build.server_env(port=self.config.console_port, api_url=api_url, secret=secret,
                                        secure_cookies=secure)
         return Child("console", ["node", str(console_build.server_js())], stop_timeout=10, extra_env=env)
@@ -962,9 +958,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.certs:
-            var_dir = _var_dir()
-            cert = Path(os.environ.get("TORCHWIRE_TLS_CERT") or var_dir / "certs" / "localhost.crt")
-            key = Path(os.environ.get("TORCHWIRE_TLS_KEY") or var_dir / "certs" / "localhost.key")
+            env = _settings()
+            cert, key = env.tls_cert, env.tls_key
             made = certificate_ensure(cert, key)
             _log(f"{'made' if made else 'kept'} {cert} and {key}")
             return 0
@@ -977,7 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.nginx_conf:
             config = Config.from_env(prod=True)
             config.var_dir.mkdir(parents=True, exist_ok=True)
-            layout = prod_layout(config, os.environ)
+            layout = prod_layout(config)
             _log(f"rendered {layout.site.conf}; nginx accepts it")
             return 0
         return Launcher(Config.from_env(prod=args.prod)).run()

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from app import config
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -200,7 +202,8 @@ def start_service(*, server_cpus: set[int] | None, extra_env: dict[str, str] | N
                 # The launcher's command line (app/launcher.py) with one worker: uvicorn picks uvloop and
                 # httptools when installed, as in production.
                 [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                 "--lifespan", "on", "--no-server-header", "--proxy-headers", "--timeout-graceful-shutdown", "10"],
+                 "--lifespan", "on", "--no-server-header", "--proxy-headers",
+                 "--timeout-graceful-shutdown", str(config.default("drain_seconds"))],
                 cwd=ROOT,
                 env=env,
                 stdout=fh,

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+from app.config import SuiteSettings
+
+HARNESS = SuiteSettings()
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(tempfile.mkdtemp(prefix="torchwire-tests-"))
-if os.environ.get("TORCHWIRE_KEEP_TEST_DIR"):  # keep server and worker logs for debugging
+if HARNESS.keep_dir:  # keep server and worker logs for debugging
     sys.stderr.write(f"test run directory (kept): {RUN_DIR}\n")
 else:
     atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
@@ -106,10 +107,10 @@ def _embedded() -> tuple[str, str]:
 
 
 def _configure() -> None:
-    ci = os.environ.get("CI", "").lower() == "true"
-    db_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_DB)
-    redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
-    if os.environ.get("TORCHWIRE_TEST_EMBEDDED", "").lower() in ("1", "true", "yes"):
+    ci = HARNESS.ci
+    db_url = HARNESS.database_url
+    redis_url = HARNESS.redis_url
+    if HARNESS.embedded:
         _export(*_embedded())
         return
 
@@ -146,7 +147,7 @@ def _export(db_url: str, redis_url: str) -> None:
             "REDIS_URL": redis_url,
             "STORAGE_URL": f"file://{RUN_DIR / 'storage'}",
             "TORCHWIRE_VAR_DIR": str(RUN_DIR / "var"),
-            "SECRET_KEY": os.environ.get("TEST_SECRET_KEY") or secrets.token_urlsafe(48),
+            "SECRET_KEY": HARNESS.secret_key or secrets.token_urlsafe(48),
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             # Short job leases, so a test that kills a worker sees the job picked up again in seconds.
             "TORCHWIRE_JOB_LEASE_SECONDS": "3",

@@ -4,7 +4,7 @@
 websocket consumer all go through it, so their requests share one batcher per model version.
 
 Production routing uses the pool's ``production`` alias. Each request compares it with the catalog
-(at most `catalog.CATALOG_TTL` old); when they differ a background task hot-swaps (the new version
+(at most `settings.CATALOG_TTL` old); when they differ a background task hot-swaps (the new version
 is loaded and warmed before the alias moves, the old one drains), and requests keep going to the old
 version meanwhile. So promotion needs no cross-process message and no request fails during a swap.
 """
