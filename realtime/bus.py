@@ -37,9 +37,25 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.core.redis import get_redis
-from app.monitoring import metrics
 
 logger = logging.getLogger(__name__)
+
+class BusObserver:
+    """Statistics hooks, as `inference.batcher.BatchObserver`: the bus imports no metrics code. Called on
+    whatever thread or loop published; must be quick and must not raise."""
+
+    def published(self, topic: str) -> None:
+        """After an event is appended to ``topic``'s log (once per event, however often it is retried)."""
+
+
+_observer = BusObserver()
+
+
+def set_observer(observer: BusObserver) -> None:
+    """Installs the process's observer (app.monitoring does, when Django's apps are ready)."""
+    global _observer
+    _observer = observer
+
 
 EVENT_MESSAGE = "bus.event"
 # Control messages share the `type` field with events; an event may not take one of their names.
@@ -253,7 +269,7 @@ def _published(topic: str, type: str, data_json: str, reply: list[Any]) -> Event
     seq, ts_ms, epoch, seen = reply
     epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
     if not int(seen):
-        metrics.event_published(topic)
+        _observer.published(topic)
     return Event.build(topic=topic, type=type, seq=int(seq), epoch=epoch, ts_ms=int(ts_ms), data_json=data_json)
 
 

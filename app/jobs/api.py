@@ -12,6 +12,7 @@ from app.core.db import db_async
 from app.core.errors import NotFound
 from app.core.storage import get_storage
 from app.registry.services import NAME_RE
+from realtime.sse import sse_response
 
 from . import selectors, services
 from .models import Job, JobKind, JobState
@@ -143,6 +144,5 @@ class JobController(Controller):
     async def events(self, job_id: int):  # no return annotation: ninja-extra would make it the schema
         # db_async, not sync_to_async: the stream must not keep this request's pooled connection.
         await db_async(selectors.job_get)(user=self.caller, job_id=job_id)
-        from realtime.sse import sse_response
 
         return await sse_response(self.http_request, topic=f"job:{job_id}", user=self.caller)

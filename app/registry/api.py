@@ -14,6 +14,8 @@ from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
 from app.api.openapi import errors
 from app.core.errors import Invalid, NotFound, PayloadTooLarge
+from inference import architectures, formats
+from inference.errors import ArchitectureError
 
 from . import selectors, services
 from .models import MlModel, ModelVersion, Stage, StageChange
@@ -230,8 +232,6 @@ def _local_path(upload: UploadedFile) -> tuple[str, Any]:
 class ArchitectureController(Controller):
     @route.get("", summary="Registered architectures and their config schema")
     async def list_architectures(self) -> dict[str, Any]:
-        from inference import architectures
-
         listed = sorted(architectures.available().items())
         return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
 
@@ -261,9 +261,6 @@ def _config_param(raw: str) -> dict[str, Any]:
 
 def _state_dict_out(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Runs on a worker thread: building the module on the meta device is CPU work."""
-    from inference import architectures, formats
-    from inference.errors import ArchitectureError
-
     if name not in architectures.available():
         raise NotFound(f"no architecture named {name!r}")
     try:

@@ -36,10 +36,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.accounts import auth_cache
 from app.accounts.models import User
-from app.api.parsing import TOO_LARGE, read_json_object
 from app.core.edges import rest_error, v2_error, v2_response
 from app.core.errors import Invalid, error_response
 from app.core.headers import security_headers
+from app.core.jsonbody import TOO_LARGE, read_json_object
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics

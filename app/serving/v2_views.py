@@ -21,6 +21,7 @@ from app.accounts.models import User
 from app.core.edges import v2_error, v2_response
 from app.core.errors import NotFound
 from app.core.lifecycle import state
+from app.registry.models import ModelVersion
 from inference import v2
 from inference.errors import InferenceError
 from inference.signature import Signature
@@ -86,8 +87,6 @@ async def server_metadata(request: HttpRequest) -> HttpResponse:
 
 
 def _version_numbers(model_id: int) -> list[str]:
-    from app.registry.models import ModelVersion
-
     numbers = ModelVersion.objects.filter(model_id=model_id).order_by("number").values_list("number", flat=True)
     return [str(n) for n in numbers]
 
