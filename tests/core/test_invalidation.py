@@ -39,7 +39,7 @@ def test_registering_twice_is_one_listener(heard):
 
 def test_revoking_a_key_drops_cached_principals_at_commit(django_capture_on_commit_callbacks):
     user = user_create(username="inv-keys", password=None, role=Role.MAINTAINER)
-    key, raw = api_key_create(user=user)
+    key, _raw = api_key_create(user=user)
     generation = auth_cache._generation
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         api_key_revoke(user=user, prefix=key.prefix)
