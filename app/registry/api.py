@@ -20,6 +20,7 @@ from inference.errors import ArchitectureError
 from . import selectors, services
 from .models import MlModel, ModelVersion, Stage, StageChange
 from .schemas import (
+    ArchitecturesOut,
     ModelCreateIn,
     ModelOut,
     ModelPatchIn,
@@ -230,11 +231,10 @@ def _local_path(upload: UploadedFile) -> tuple[str, Any]:
 
 @api_controller("/architectures", tags=["models"], auth=bearer_auth)
 class ArchitectureController(Controller):
-    @route.get("", summary="Registered architectures and their config schema")
+    @route.get("", response=ArchitecturesOut, summary="Registered architectures and their config schema")
     async def list_architectures(self) -> dict[str, Any]:
         listed = sorted(architectures.available().items())
         return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
-
 
     @route.get("/{name}/state-dict", response=StateDictOut,
                summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)")

@@ -648,6 +648,23 @@ export interface components {
             /** Prefix */
             prefix: string;
         };
+        /** ArchitectureOut */
+        ArchitectureOut: {
+            /**
+             * Config Schema
+             * @description JSON Schema of the architecture's config
+             */
+            config_schema: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ArchitecturesOut */
+        ArchitecturesOut: {
+            /** Architectures */
+            architectures: components["schemas"]["ArchitectureOut"][];
+        };
         /** BatchingOut */
         BatchingOut: {
             /** Arrival Rows Per S */
@@ -799,6 +816,40 @@ export interface components {
             val_fraction?: number | null;
             /** Weight Decay */
             weight_decay?: number | null;
+        };
+        /**
+         * JobOut
+         * @description A job as a client sees it (`selectors.job_snapshot`, also the snapshot of a realtime ``reset``).
+         */
+        JobOut: {
+            /** Attempts */
+            attempts: number;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Created At */
+            created_at: string | null;
+            /** Dataset Id */
+            dataset_id: number | null;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Model */
+            model: string | null;
+            /** Params */
+            params: unknown;
+            /** Progress */
+            progress: unknown;
+            /** Result */
+            result: unknown;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
         };
         /**
          * JobState
@@ -1064,6 +1115,16 @@ export interface components {
             /** Shape */
             shape: number[];
         };
+        /** TicketOut */
+        TicketOut: {
+            /**
+             * Expires In
+             * @description Seconds the ticket stays valid
+             */
+            expires_in: number;
+            /** Ticket */
+            ticket: string;
+        };
         /** TokenObtainIn */
         TokenObtainIn: {
             /** Password */
@@ -1148,6 +1209,25 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** WorkerOut */
+        WorkerOut: {
+            /** Name */
+            name: string;
+            /**
+             * Ok
+             * @description Whether it answered the ping
+             */
+            ok: boolean;
+            /** Queues */
+            queues: string[];
+        };
+        /** WorkersOut */
+        WorkersOut: {
+            /** Count */
+            count: number;
+            /** Workers */
+            workers: components["schemas"]["WorkerOut"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -1172,9 +1252,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ArchitecturesOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1946,9 +2024,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1997,9 +2073,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2174,9 +2248,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2245,9 +2317,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3494,9 +3564,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TicketOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3525,9 +3593,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["WorkersOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
