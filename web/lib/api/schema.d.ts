@@ -715,6 +715,13 @@ export interface components {
             /** Version */
             version?: number | null;
         };
+        /** ConfigOverridesOut */
+        ConfigOverridesOut: {
+            /** Drift Threshold */
+            drift_threshold: number | null;
+            /** Sample Rate */
+            sample_rate: number | null;
+        };
         /** DatasetOut */
         DatasetOut: {
             /** Columns */
@@ -795,6 +802,14 @@ export interface components {
              * @description Which row of a multi-row prediction (0-based)
              */
             row?: number | null;
+        };
+        /** FeedbackOut */
+        FeedbackOut: {
+            /**
+             * Recorded
+             * @description How many recorded rows were labelled
+             */
+            recorded: number;
         };
         /** Hyperparameters */
         Hyperparameters: {
@@ -955,6 +970,17 @@ export interface components {
              * @description Fraction of predictions recorded; null: default
              */
             sample_rate?: number | null;
+        };
+        /**
+         * MonitoringConfigOut
+         * @description The effective settings, and which the model overrides (null: the deployment default).
+         */
+        MonitoringConfigOut: {
+            /** Drift Threshold */
+            drift_threshold: number;
+            overrides: components["schemas"]["ConfigOverridesOut"];
+            /** Sample Rate */
+            sample_rate: number;
         };
         /** PredictIn */
         PredictIn: {
@@ -2644,9 +2670,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["FeedbackOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2881,9 +2905,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2936,9 +2958,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
