@@ -746,6 +746,20 @@ export interface components {
             /** Size Bytes */
             size_bytes: number;
         };
+        /** DatasetPreviewOut */
+        DatasetPreviewOut: {
+            /** Columns */
+            columns: string[];
+            /** Id */
+            id: number;
+            /**
+             * Rows
+             * @description The first rows: raw (stripped) strings keyed by column
+             */
+            rows: {
+                [key: string]: string;
+            }[];
+        };
         /** ErrorDetail */
         ErrorDetail: {
             /**
@@ -1956,9 +1970,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetPreviewOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
