@@ -75,9 +75,10 @@ console-types: install ## Regenerate web/lib/api/schema.d.ts from the API's Open
 	$(PYTHON) manage.py openapi > var/openapi.json
 	cd web && node scripts/api-types.mjs ../var/openapi.json
 
-lint: install ## ruff and mypy over the whole repository
+lint: install ## ruff, mypy and the import contracts (pyproject: [tool.importlinter]) over the whole repository
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 migrate: install ## Apply database migrations
 	$(PYTHON) manage.py migrate --noinput

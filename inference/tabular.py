@@ -35,7 +35,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from inference.errors import InferenceError
+from inference.errors import ErrorKind, InferenceError
 
 __all__ = [
     "FALSE_TOKENS",
@@ -68,7 +68,7 @@ PathLike = str | os.PathLike[str]
 class DatasetError(InferenceError):
     """An uploaded file that is not a usable CSV data set; `line` is the 1-based line at fault."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_dataset"
 
     def __init__(self, message: str, *, line: int | None = None, details: dict[str, Any] | None = None) -> None:

@@ -68,7 +68,7 @@ from torch import nn
 
 from inference import architectures
 from inference.architectures.tabular_mlp import rescale_output
-from inference.errors import InferenceError
+from inference.errors import ErrorKind, InferenceError
 from inference.features import FeaturePipeline
 from inference.tabular import ColumnKind, ColumnProfile, DatasetProfile
 
@@ -103,7 +103,7 @@ CHECKPOINT_FORMAT = 1
 class TrainingError(InferenceError):
     """Training options or data that cannot work; `field` names the option or column at fault."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_training"
 
     def __init__(self, field: str, message: str) -> None:
@@ -114,7 +114,7 @@ class TrainingError(InferenceError):
 class TrainingCancelled(InferenceError):
     """`should_cancel` returned true; `epochs_completed` epochs had finished."""
 
-    http_status = 409
+    kind = ErrorKind.CONFLICT
     code = "training_cancelled"
 
     def __init__(self, epochs_completed: int) -> None:
@@ -125,7 +125,7 @@ class TrainingCancelled(InferenceError):
 class CheckpointError(InferenceError):
     """A checkpoint that cannot be read, or one made from other data or options than the run's."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_checkpoint"
 
 

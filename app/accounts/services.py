@@ -20,6 +20,7 @@ from ninja_jwt.exceptions import TokenError
 from ninja_jwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from ninja_jwt.tokens import RefreshToken
 
+from app.core import invalidation
 from app.core.errors import Invalid, NotFound, Unauthorized
 
 from .models import ApiKey, Role, User
@@ -111,9 +112,7 @@ def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
 
 def _forget_principals_on_commit() -> None:
     """This process's cached principals go when the change commits (``update()`` sends no signal)."""
-    from .auth_cache import forget_all
-
-    transaction.on_commit(forget_all)
+    invalidation.changed_on_commit(invalidation.CREDENTIALS)
 
 
 def api_key_revoke(*, user: User, prefix: str) -> ApiKey:

@@ -10,6 +10,7 @@ from django.conf import settings
 from ninja import File, Query, Schema
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
+from pydantic import Field
 
 from app.accounts.models import Role
 from app.api.auth import Controller, bearer_auth, role_before_body
@@ -31,6 +32,12 @@ class DatasetOut(Schema):
     row_count: int
     columns: list[dict[str, Any]]
     created_at: datetime
+
+
+class DatasetPreviewOut(Schema):
+    id: int
+    columns: list[str]
+    rows: list[dict[str, str]] = Field(description="The first rows: raw (stripped) strings keyed by column")
 
 
 def dataset_out(dataset: Dataset) -> dict[str, Any]:
@@ -83,7 +90,7 @@ class DatasetController(Controller):
         dataset = await sync_to_async(selectors.dataset_get)(user=self.caller, dataset_id=dataset_id)
         return await sync_to_async(dataset_out)(dataset)
 
-    @route.get("/{dataset_id}/preview", summary="The first rows")
+    @route.get("/{dataset_id}/preview", response=DatasetPreviewOut, summary="The first rows")
     async def preview(self, dataset_id: int, rows: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
         dataset = await sync_to_async(selectors.dataset_get)(user=self.caller, dataset_id=dataset_id)
         fd, name = tempfile.mkstemp(prefix="tw-preview-", suffix=".csv")

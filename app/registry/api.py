@@ -14,10 +14,13 @@ from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
 from app.api.openapi import errors, json_query
 from app.core.errors import Invalid, NotFound, PayloadTooLarge
+from inference import architectures, formats
+from inference.errors import ArchitectureError
 
 from . import selectors, services
 from .models import MlModel, ModelVersion, Stage, StageChange
 from .schemas import (
+    ArchitecturesOut,
     ModelCreateIn,
     ModelOut,
     ModelPatchIn,
@@ -225,13 +228,10 @@ def _local_path(upload: UploadedFile) -> tuple[str, Any]:
 
 @api_controller("/architectures", tags=["models"], auth=bearer_auth)
 class ArchitectureController(Controller):
-    @route.get("", summary="Registered architectures and their config schema")
+    @route.get("", response=ArchitecturesOut, summary="Registered architectures and their config schema")
     async def list_architectures(self) -> dict[str, Any]:
-        from inference import architectures
-
         listed = sorted(architectures.available().items())
         return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
-
 
     @route.get("/{name}/state-dict", response=StateDictOut,
                summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)",
@@ -259,9 +259,6 @@ def _config_param(raw: str) -> dict[str, Any]:
 
 def _state_dict_out(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Runs on a worker thread: building the module on the meta device is CPU work."""
-    from inference import architectures, formats
-    from inference.errors import ArchitectureError
-
     if name not in architectures.available():
         raise NotFound(f"no architecture named {name!r}")
     try:

@@ -312,7 +312,7 @@ async def test_queue_is_bounded_and_retry_after_follows_the_drain_rate() -> None
         await batcher.submit(rows(*range(6)))
     expected = 6 / batcher.drain_rate  # 6 rows must drain before 6 more fit
     assert refusal.value.retry_after_seconds == pytest.approx(expected)
-    assert refusal.value.http_status == 503
+    assert refusal.value.kind == "overloaded"
     assert max(observer.depths) == 10
     assert observer.rejections.count("queue_full") == 2 and "too_large" in observer.rejections
     runner.release()

@@ -33,14 +33,16 @@ import pytest
 import redis
 import websockets
 
+from app.config import default
 from app.launcher import NginxSite, certificate_ensure, nginx_binary, nginx_version
-from app.serving.catalog import CATALOG_TTL
 from tests.envsetup import ROOT, RUN_DIR
 from tests.jobs.conftest import classification_csv
 from tests.private_services import PrivatePostgres, migrate
 from tests.registry.test_api import MLP, mlp_bytes
 from tests.scale.netns import Host, Topology, netns_refusal
 from tests.support import bearer, child_env
+
+CATALOG_TTL = default("catalog_ttl_seconds")  # the hosts run with the default
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(900)]
 

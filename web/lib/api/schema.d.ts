@@ -648,6 +648,23 @@ export interface components {
             /** Prefix */
             prefix: string;
         };
+        /** ArchitectureOut */
+        ArchitectureOut: {
+            /**
+             * Config Schema
+             * @description JSON Schema of the architecture's config
+             */
+            config_schema: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ArchitecturesOut */
+        ArchitecturesOut: {
+            /** Architectures */
+            architectures: components["schemas"]["ArchitectureOut"][];
+        };
         /** BatchingOut */
         BatchingOut: {
             /** Arrival Rows Per S */
@@ -698,6 +715,13 @@ export interface components {
             /** Version */
             version?: number | null;
         };
+        /** ConfigOverridesOut */
+        ConfigOverridesOut: {
+            /** Drift Threshold */
+            drift_threshold: number | null;
+            /** Sample Rate */
+            sample_rate: number | null;
+        };
         /** DatasetOut */
         DatasetOut: {
             /** Columns */
@@ -721,6 +745,20 @@ export interface components {
             sha256: string;
             /** Size Bytes */
             size_bytes: number;
+        };
+        /** DatasetPreviewOut */
+        DatasetPreviewOut: {
+            /** Columns */
+            columns: string[];
+            /** Id */
+            id: number;
+            /**
+             * Rows
+             * @description The first rows: raw (stripped) strings keyed by column
+             */
+            rows: {
+                [key: string]: string;
+            }[];
         };
         /** ErrorDetail */
         ErrorDetail: {
@@ -779,6 +817,14 @@ export interface components {
              */
             row?: number | null;
         };
+        /** FeedbackOut */
+        FeedbackOut: {
+            /**
+             * Recorded
+             * @description How many recorded rows were labelled
+             */
+            recorded: number;
+        };
         /** Hyperparameters */
         Hyperparameters: {
             /** Batch Size */
@@ -799,6 +845,40 @@ export interface components {
             val_fraction?: number | null;
             /** Weight Decay */
             weight_decay?: number | null;
+        };
+        /**
+         * JobOut
+         * @description A job as a client sees it (`selectors.job_snapshot`, also the snapshot of a realtime ``reset``).
+         */
+        JobOut: {
+            /** Attempts */
+            attempts: number;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Created At */
+            created_at: string | null;
+            /** Dataset Id */
+            dataset_id: number | null;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Model */
+            model: string | null;
+            /** Params */
+            params: unknown;
+            /** Progress */
+            progress: unknown;
+            /** Result */
+            result: unknown;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
         };
         /**
          * JobState
@@ -904,6 +984,17 @@ export interface components {
              * @description Fraction of predictions recorded; null: default
              */
             sample_rate?: number | null;
+        };
+        /**
+         * MonitoringConfigOut
+         * @description The effective settings, and which the model overrides (null: the deployment default).
+         */
+        MonitoringConfigOut: {
+            /** Drift Threshold */
+            drift_threshold: number;
+            overrides: components["schemas"]["ConfigOverridesOut"];
+            /** Sample Rate */
+            sample_rate: number;
         };
         /** PredictIn */
         PredictIn: {
@@ -1064,6 +1155,16 @@ export interface components {
             /** Shape */
             shape: number[];
         };
+        /** TicketOut */
+        TicketOut: {
+            /**
+             * Expires In
+             * @description Seconds the ticket stays valid
+             */
+            expires_in: number;
+            /** Ticket */
+            ticket: string;
+        };
         /** TokenObtainIn */
         TokenObtainIn: {
             /** Password */
@@ -1148,6 +1249,25 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** WorkerOut */
+        WorkerOut: {
+            /** Name */
+            name: string;
+            /**
+             * Ok
+             * @description Whether it answered the ping
+             */
+            ok: boolean;
+            /** Queues */
+            queues: string[];
+        };
+        /** WorkersOut */
+        WorkersOut: {
+            /** Count */
+            count: number;
+            /** Workers */
+            workers: components["schemas"]["WorkerOut"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -1172,9 +1292,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ArchitecturesOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1861,9 +1979,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetPreviewOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1955,9 +2071,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2006,9 +2120,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2183,9 +2295,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2254,9 +2364,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2583,9 +2691,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["FeedbackOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2820,9 +2926,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2875,9 +2979,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3512,9 +3614,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TicketOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3543,9 +3643,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["WorkersOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
