@@ -9,8 +9,8 @@ import pytest
 from django.db import transaction
 
 from app.accounts.models import Role, User
+from app.core import invalidation
 from app.core.errors import Conflict, Forbidden, Invalid, NotFound
-from app.registry import services
 from app.registry.models import MlModel, ModelVersion, Stage, StageChange, Visibility
 from app.registry.selectors import model_get, model_history, model_list, model_shared_usernames, model_version_get
 from app.registry.services import (
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures(fresh_relay.__name_
 def promotions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None]]:
     """What the serving layer's promotion hook hears."""
     heard: list[tuple[str, int | None]] = []
-    monkeypatch.setattr(services, "promotion_listeners", [lambda name, number: heard.append((name, number))])
+    monkeypatch.setitem(invalidation._listeners, invalidation.MODEL, [lambda key: heard.append(key)])
     return heard
 
 
