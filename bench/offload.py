@@ -30,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference import jsonio
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
 
 CITIES = ["Oslo", "Bergen", "Paris", "Rome", "Lima"]
 PIPELINE = FeaturePipeline.fit(

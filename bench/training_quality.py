@@ -9,7 +9,7 @@ rows: accuracy for classification, R² for regression.
 
     .venv/bin/python bench/training_quality.py [--seeds 0 1 2 3 4] [--markdown bench/TRAINING.md]
 
-Seed 0 is what tests/inference/test_training_quality.py asserts; more seeds show the spread.
+Seed 0 is what tests/tabular/test_training_quality.py asserts; more seeds show the spread.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 try:
-    from inference import training
+    from tabular import training
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from inference import training
-from inference.features import FeaturePipeline
-from inference.tabular import profile_csv, read_columns
+    from tabular import training
+from tabular.features import FeaturePipeline
+from tabular.profiling import profile_csv, read_columns
 
 DATASETS = (
     ("digits", "classification"),
@@ -161,7 +161,7 @@ def render(results: list[dict[str, Any]], seeds: list[int]) -> str:
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}. Times are wall-clock training only",
         "(ours includes the first-use cost of torch's optimizer, about a second, on the first data set).",
         "",
-        f"## Seed {seeds[0]} (what `tests/inference/test_training_quality.py` asserts)",
+        f"## Seed {seeds[0]} (what `tests/tabular/test_training_quality.py` asserts)",
         "",
         "| dataset | rows | features | val rows | metric | ours | sklearn | sklearn, y standardised | delta "
         "| ours: time | sklearn: time |",

@@ -134,8 +134,8 @@ def _cancel_check(job: Job, lease: Lease) -> bool:
 def _train(job: Job, lease: Lease) -> str:
     import safetensors.torch
 
-    from inference.tabular import DatasetProfile, read_columns
-    from inference.training import (
+    from tabular.profiling import DatasetProfile, read_columns
+    from tabular.training import (
         Checkpoint,
         CheckpointError,
         EpochReport,
@@ -231,8 +231,8 @@ def _batch_predict(job: Job, lease: Lease) -> str:
     import torch
 
     from inference.formats import load_module, sha256_file
-    from inference.tabular import DatasetProfile, iter_rows
-    from inference.training import format_predictions
+    from tabular.profiling import DatasetProfile, iter_rows
+    from tabular.training import format_predictions
 
     assert job.dataset is not None and job.model is not None
     version = lease.call(

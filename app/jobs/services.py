@@ -22,7 +22,7 @@ from app.registry.models import MlModel, ModelVersion, Stage, Visibility
 from app.registry.selectors import model_can_manage, model_get, model_version_get
 from app.registry.services import model_name_check, model_name_taken
 from inference.errors import InferenceError
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
 
 from .events import job_event_emit
 from .models import TERMINAL_STATES, Job, JobKind, JobState
@@ -80,7 +80,7 @@ def job_train_create(
     unknown_h = sorted(set(hyper) - HYPERPARAMETERS)
     if unknown_h:
         raise _field_error("hyperparameters", f"unknown keys: {', '.join(unknown_h)}")
-    from inference.training import Hyperparameters, TrainingError
+    from tabular.training import Hyperparameters, TrainingError
 
     try:
         hyper = Hyperparameters.from_dict(hyper).to_dict()

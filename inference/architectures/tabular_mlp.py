@@ -1,7 +1,7 @@
-"""`tabular-mlp`: the network `inference.training` trains on encoded CSV rows.
+"""`tabular-mlp`: the network `tabular.training` trains on encoded CSV rows.
 
 The same layers as `mlp` (so the same state_dict keys), with defaults that suit tabular data and
-always FP32: input ``[N, in_features]`` as `inference.features.FeaturePipeline` encodes rows;
+always FP32: input ``[N, in_features]`` as `tabular.features.FeaturePipeline` encodes rows;
 output ``[N, out_features]``, class logits for classification or one value for regression.
 """
 

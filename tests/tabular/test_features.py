@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.errors import ArtifactError, InputError
-from inference.features import UNKNOWN, FeaturePipeline, psi
+from tabular.features import UNKNOWN, FeaturePipeline, psi
 
 KINDS = {"age": "numeric", "city": "categorical", "smoker": "boolean"}
 TRAIN: dict[str, list[Any]] = {

@@ -12,11 +12,12 @@ import safetensors.torch
 import torch
 from sklearn import metrics as skm
 
-from inference import architectures, training
+from inference import architectures
 from inference.errors import InputError
-from inference.features import FeaturePipeline
-from inference.tabular import DatasetProfile, profile_csv, read_columns
-from inference.training import (
+from tabular import training
+from tabular.features import FeaturePipeline
+from tabular.profiling import DatasetProfile, profile_csv, read_columns
+from tabular.training import (
     EpochReport,
     Hyperparameters,
     TrainingCancelled,

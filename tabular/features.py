@@ -23,10 +23,10 @@ Encoding per input column, in the order of `kinds`:
   missing value. Missing folds into unknown because both mean "none of the known categories", and
   one bucket that absorbs both gets trained more often than two separate ones would.
 
-Typed values are what `inference.tabular` reads: float, bool or str, None where missing.
+Typed values are what `tabular.profiling` reads (rules in `tabular.values`): float, bool or str, None where missing.
 `transform_records` takes JSON values from a client: a record must hold exactly the pipeline's
 columns (an absent key is an error; null is a missing value); numbers for numeric columns, true/false
-(or 0/1 and the boolean strings of `inference.tabular`) for boolean ones, strings for categorical.
+(or 0/1 and the boolean strings of `tabular.values`) for boolean ones, strings for categorical.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from inference.errors import ArtifactError, InputError
-from inference.tabular import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, ColumnKind
+from tabular.values import ColumnKind, from_json, json_type
 
 __all__ = ["UNKNOWN", "FeaturePipeline", "psi"]
 
@@ -136,7 +136,7 @@ class FeaturePipeline:
         return sum(len(e.categories) + 1 if isinstance(e, _Categorical) else 1 for e in self._encodings)
 
     def transform_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
-        """Encode typed values (as `inference.tabular` reads them); every pipeline column must be present."""
+        """Encode typed values (as `tabular.profiling` reads them); every pipeline column must be present."""
         missing = [c for c in self.columns if c not in columns]
         if missing:
             raise KeyError(f"column {missing[0]!r} is missing")
@@ -172,7 +172,7 @@ class FeaturePipeline:
         columns: dict[str, list[Any]] = {c: [] for c in self.columns}
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
-                raise InputError("records", f"record {i} must be an object, got {_json_type(record)}")
+                raise InputError("records", f"record {i} must be an object, got {json_type(record)}")
             for key in record:
                 if key not in self._index:
                     raise InputError(
@@ -301,36 +301,10 @@ def psi(expected: Sequence[float], actual: Sequence[float], *, epsilon: float = 
 
 
 def _coerce(e: _Encoding, value: Any, row: int) -> float | bool | str | None:
-    if value is None:
-        return None
-    if isinstance(e, _Numeric):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(e.column, f"record {row}: expected a number or null, got {_json_type(value)}")
-        try:
-            number = float(value)
-        except OverflowError:
-            raise InputError(e.column, f"record {row}: number out of range") from None
-        # Non-finite means missing, as in the CSV the model was trained on.
-        return number if math.isfinite(number) else None
-    if isinstance(e, _Boolean):
-        if isinstance(value, bool):
-            return value
-        if type(value) is int and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str):
-            token = value.strip().lower()
-            if token in TRUE_TOKENS:
-                return True
-            if token in FALSE_TOKENS:
-                return False
-            if token in MISSING_TOKENS:
-                return None
-        shown = repr(value) if isinstance(value, str | int) and len(repr(value)) <= 40 else "(not shown)"
-        raise InputError(e.column, f"record {row}: expected true, false or null, got {_json_type(value)} {shown}")
-    if not isinstance(value, str):
-        raise InputError(e.column, f"record {row}: expected a string or null, got {_json_type(value)}")
-    text = value.strip()
-    return None if text.lower() in MISSING_TOKENS else text
+    try:
+        return from_json(_kind(e), value)
+    except ValueError as exc:
+        raise InputError(e.column, f"record {row}: {exc}") from None
 
 
 def _kind(e: _Encoding) -> ColumnKind:
@@ -360,17 +334,3 @@ def _finite(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"expected a finite number, got {value!r}")
     return float(value)
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__

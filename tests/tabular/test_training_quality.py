@@ -16,9 +16,9 @@ import pytest
 from sklearn import datasets
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from inference.features import FeaturePipeline
-from inference.tabular import profile_csv, read_columns
-from inference.training import Hyperparameters, split_rows, train_tabular
+from tabular.features import FeaturePipeline
+from tabular.profiling import profile_csv, read_columns
+from tabular.training import Hyperparameters, split_rows, train_tabular
 
 ACCURACY_MARGIN = 0.02
 R2_MARGIN = 0.05
