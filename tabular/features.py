@@ -1,32 +1,46 @@
 """Feature encoding for tabular models: typed column values in, one float32 matrix out.
 
-A `FeaturePipeline` is fitted on the training split only, so nothing about validation rows leaks
-into the encoding, and it serialises to JSON (never pickle) to be stored next to the weights.
+A `FeaturePipeline` is fitted on the training split only, so nothing about validation or test rows
+leaks into the encoding, and it serialises to JSON (never pickle) to be stored next to the weights:
+serving raw records runs exactly the encoding training saw.
 
 Public API::
 
-    FeaturePipeline.fit(columns, kinds, *, top_k=20) -> FeaturePipeline
+    FeaturePipeline.fit(columns, kinds, *, min_count=2, onehot_max=10, max_categories=0,
+                        indicators=True, robust=True, top_k=None) -> FeaturePipeline
     pipeline.transform_columns(columns) -> np.ndarray        # [rows, n_features] float32
     pipeline.transform_records(records) -> np.ndarray        # raw JSON records; InputError naming the column
     pipeline.feature_names, pipeline.n_features, pipeline.columns
+    pipeline.embeddings -> list[dict]                        # {"column", "size", "dim"} per embedded column
     pipeline.reference_stats(columns) -> dict                # per input column, for drift checks
-    pipeline.to_dict() / FeaturePipeline.from_dict(data)
+    pipeline.to_dict() / FeaturePipeline.from_dict(data)     # format 2; format 1 (before embeddings) still reads
+    embedding_dim(size) -> int                               # the dimension rule (docs/decisions.md)
     psi(expected, actual) -> float                           # population stability index of two histograms
 
 Encoding per input column, in the order of `kinds`:
 
-- numeric: a missing value becomes the train median, then ``(x - mean) / std`` with the train mean
-  and population std of the imputed column (std 0 -> 1). One feature, named after the column.
-- boolean: 0.0 or 1.0; a missing value becomes the train mode (a tie -> 0). One feature, unscaled.
-- categorical: one-hot over the `top_k` most frequent train categories (ties by value), plus
-  ``<column>=__unknown__`` for everything else: a category unseen or too rare in train, and a
-  missing value. Missing folds into unknown because both mean "none of the known categories", and
-  one bucket that absorbs both gets trained more often than two separate ones would.
+- numeric: a missing value becomes the train median; then ``(x - mean) / std`` with the train mean
+  and population std of the imputed column (std 0 -> 1), or, for a heavy-tailed column (train
+  skewness beyond `HEAVY_TAIL_SKEW`, with `robust`), its train quantile mapped onto a centred
+  uniform of variance 1 ("quantile" scaling, 65 stored knots). With `indicators`, a column that had
+  missing values in train gets a second feature ``<column>__missing`` (1.0 where missing).
+- boolean: 0.0 or 1.0; a missing value becomes the train mode (a tie -> 0); with `indicators`, a
+  ``__missing`` feature as for numbers. Unscaled.
+- categorical: the vocabulary is every train value seen at least `min_count` times (most frequent
+  first, ties by value; at most `max_categories` when that is positive). Everything else (a value
+  below the count, one never seen, a missing value) shares one unknown slot: all of them mean "none
+  of the categories the model learned". A vocabulary of at most `onehot_max` values is one-hot:
+  ``<column>=<value>`` per value, then ``<column>=__unknown__``. A larger one is one feature named
+  after the column holding the category's index (0 the unknown slot, 1.. the vocabulary, as a
+  float), which the ``tabular-mlp`` network looks up in an embedding table of `embedding_dim` columns.
+- ``top_k=k`` is the encoding before embeddings (format 1): one-hot over the `k` most frequent train
+  values, no indicators, no robust scaling. Kept to read old versions and to compare against.
 
-Typed values are what `tabular.profiling` reads (rules in `tabular.values`): float, bool or str, None where missing.
-`transform_records` takes JSON values from a client: a record must hold exactly the pipeline's
-columns (an absent key is an error; null is a missing value); numbers for numeric columns, true/false
-(or 0/1 and the boolean strings of `tabular.values`) for boolean ones, strings for categorical.
+Typed values are what `tabular.profiling` reads (rules in `tabular.values`): float, bool or str, None
+where missing. `transform_records` takes JSON values from a client: a record must hold exactly the
+pipeline's columns (an absent key is an error; null is a missing value); numbers for numeric
+columns, true/false (or 0/1 and the boolean strings of `tabular.values`) for boolean ones, strings
+for categorical.
 """
 
 from __future__ import annotations
@@ -42,11 +56,26 @@ import numpy as np
 from inference.errors import ArtifactError, InputError
 from tabular.values import ColumnKind, from_json, json_type
 
-__all__ = ["UNKNOWN", "FeaturePipeline", "psi"]
+__all__ = ["UNKNOWN", "FeaturePipeline", "embedding_dim", "psi"]
 
 UNKNOWN = "__unknown__"
-FORMAT_VERSION = 1
+MISSING_SUFFIX = "__missing"
+FORMAT_VERSION = 2
+HEAVY_TAIL_SKEW = 2.0
+DRIFT_TOP = 20  # a categorical's drift histogram: its most frequent values, then everything else
 _DECILES = np.linspace(0.1, 0.9, 9)
+_KNOTS = 65
+_UNIFORM_SCALE = math.sqrt(12.0)
+
+
+def embedding_dim(size: int) -> int:
+    """Columns of the embedding of a vocabulary of `size` values (the unknown slot included).
+
+    ``min(50, round(1.6 * size ** 0.56))``, at least 2: fastai's rule of thumb (from fitting the
+    dimensions that worked on many Kaggle tables) capped at 50 as in Guo & Berkhahn's entity
+    embeddings, where the tables saturate well below 50 columns; docs/decisions.md has why.
+    """
+    return max(2, min(50, round(1.6 * size**0.56)))
 
 
 @dataclass(frozen=True)
@@ -56,18 +85,27 @@ class _Numeric:
     mean: float
     std: float
     edges: tuple[float, ...]  # deciles of the train values, for reference histograms
+    indicator: bool = False
+    knots: tuple[float, ...] = ()  # quantile scaling when set: train quantiles at equal steps
+    probs: tuple[float, ...] = ()  # the cumulative probability of each knot
 
 
 @dataclass(frozen=True)
 class _Boolean:
     column: str
     fill: bool
+    indicator: bool = False
 
 
 @dataclass(frozen=True)
 class _Categorical:
     column: str
     categories: tuple[str, ...]
+    embedded: bool = False
+
+    @property
+    def width(self) -> int:
+        return 1 if self.embedded else len(self.categories) + 1
 
 
 _Encoding = _Numeric | _Boolean | _Categorical
@@ -82,35 +120,42 @@ class FeaturePipeline:
 
     @classmethod
     def fit(
-        cls, columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, ColumnKind | str], *, top_k: int = 20
+        cls,
+        columns: Mapping[str, Sequence[Any]],
+        kinds: Mapping[str, ColumnKind | str],
+        *,
+        min_count: int = 2,
+        onehot_max: int = 10,
+        max_categories: int = 0,
+        indicators: bool = True,
+        robust: bool = True,
+        top_k: int | None = None,
     ) -> FeaturePipeline:
         """Learn the encoding of each column in `kinds` from `columns`, which must be the train split."""
-        if top_k < 1:
-            raise ValueError("top_k must be at least 1")
+        if top_k is not None:
+            if top_k < 1:
+                raise ValueError("top_k must be at least 1")
+            min_count, onehot_max, max_categories, indicators, robust = 1, top_k, top_k, False, False
+        if min_count < 1 or onehot_max < 0 or max_categories < 0:
+            raise ValueError("min_count must be at least 1; onehot_max and max_categories at least 0")
         encodings: list[_Encoding] = []
         for name, kind in kinds.items():
             values = columns[name]
             kind = ColumnKind(kind)
             if kind is ColumnKind.NUMERIC:
-                x = _floats(values)
-                present = x[~np.isnan(x)]
-                median = float(np.median(present)) if present.size else 0.0
-                imputed = np.where(np.isnan(x), median, x)
-                mean = float(imputed.mean()) if imputed.size else 0.0
-                std = float(imputed.std()) if imputed.size else 0.0
-                # A constant column must not blow up to inf; centring alone makes it all zeros.
-                if not std > 1e-12 * max(1.0, abs(mean)):
-                    std = 1.0
-                edges = tuple(float(e) for e in np.unique(np.quantile(present, _DECILES))) if present.size else ()
-                encodings.append(_Numeric(name, median, mean, std, edges))
+                encodings.append(_fit_numeric(name, _floats(values), indicators=indicators, robust=robust))
             elif kind is ColumnKind.BOOLEAN:
                 trues = sum(1 for v in values if v is True)
                 falses = sum(1 for v in values if v is False)
-                encodings.append(_Boolean(name, trues > falses))
+                has_missing = indicators and any(v is None for v in values)
+                encodings.append(_Boolean(name, trues > falses, has_missing))
             else:
                 counts = Counter(v for v in values if v is not None)
-                ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-                encodings.append(_Categorical(name, tuple(str(v) for v, _ in ranked)))
+                ranked = sorted(((v, c) for v, c in counts.items() if c >= min_count), key=lambda i: (-i[1], i[0]))
+                if max_categories:
+                    ranked = ranked[:max_categories]
+                vocabulary = tuple(str(v) for v, _ in ranked)
+                encodings.append(_Categorical(name, vocabulary, embedded=len(vocabulary) > onehot_max))
         return cls(encodings)
 
     @property
@@ -126,14 +171,32 @@ class FeaturePipeline:
         names: list[str] = []
         for e in self._encodings:
             if isinstance(e, _Categorical):
-                names.extend(f"{e.column}={c}" for c in (*e.categories, UNKNOWN))
+                if e.embedded:
+                    names.append(e.column)
+                else:
+                    names.extend(f"{e.column}={c}" for c in (*e.categories, UNKNOWN))
             else:
                 names.append(e.column)
+                if e.indicator:
+                    names.append(e.column + MISSING_SUFFIX)
         return names
 
     @property
     def n_features(self) -> int:
-        return sum(len(e.categories) + 1 if isinstance(e, _Categorical) else 1 for e in self._encodings)
+        return sum(_width(e) for e in self._encodings)
+
+    @property
+    def embeddings(self) -> list[dict[str, int]]:
+        """Per embedded categorical, in column order: its feature position, table size (the unknown slot
+        and the vocabulary) and embedding dimension, as the ``tabular-mlp`` config takes them."""
+        out: list[dict[str, int]] = []
+        at = 0
+        for e in self._encodings:
+            if isinstance(e, _Categorical) and e.embedded:
+                size = len(e.categories) + 1
+                out.append({"column": at, "size": size, "dim": embedding_dim(size)})
+            at += _width(e)
+        return out
 
     def transform_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """Encode typed values (as `tabular.profiling` reads them); every pipeline column must be present."""
@@ -150,19 +213,30 @@ class FeaturePipeline:
             values = columns[e.column]
             if isinstance(e, _Numeric):
                 x = _floats(values)
-                out[:, at] = (np.where(np.isnan(x), e.median, x) - e.mean) / e.std
-                at += 1
+                absent = np.isnan(x)
+                imputed = np.where(absent, e.median, x)
+                if e.knots:
+                    out[:, at] = (np.interp(imputed, e.knots, e.probs) - 0.5) * _UNIFORM_SCALE
+                else:
+                    out[:, at] = (imputed - e.mean) / e.std
+                if e.indicator:
+                    out[:, at + 1] = absent
             elif isinstance(e, _Boolean):
                 out[:, at] = [float(e.fill if v is None else bool(v)) for v in values]
-                at += 1
+                if e.indicator:
+                    out[:, at + 1] = [v is None for v in values]
             else:
-                width = len(e.categories) + 1
-                slot = {c: i for i, c in enumerate(e.categories)}
-                hot = np.array([slot.get(v, width - 1) if v is not None else width - 1 for v in values], dtype=np.intp)
-                block = np.zeros((rows, width), dtype=np.float32)
-                block[np.arange(rows), hot] = 1.0
-                out[:, at : at + width] = block
-                at += width
+                slot = {c: i + 1 for i, c in enumerate(e.categories)}
+                index = np.array([0 if v is None else slot.get(v, 0) for v in values], dtype=np.intp)
+                if e.embedded:
+                    out[:, at] = index
+                else:
+                    # One-hot puts the unknown slot last (format 1's layout).
+                    hot = np.where(index == 0, len(e.categories), index - 1)
+                    block = np.zeros((rows, e.width), dtype=np.float32)
+                    block[np.arange(rows), hot] = 1.0
+                    out[:, at : at + e.width] = block
+            at += _width(e)
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -189,10 +263,10 @@ class FeaturePipeline:
 
         numeric: ``edges`` (train deciles, duplicates dropped) and ``fractions`` of the non-missing
         values in the bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``; categorical: ``categories``
-        (the known ones, then ``__unknown__``) and ``fractions``; boolean: categories ``false``,
-        ``true``. Each also has ``missing``, the fraction of all values that were missing, and
-        ``count``. Fitting computes them on train; the same call on serving traffic gives what to
-        compare with `psi`.
+        (the `DRIFT_TOP` most frequent of the vocabulary, then ``__unknown__`` for everything else)
+        and ``fractions``; boolean: categories ``false``, ``true``. Each also has ``missing``, the
+        fraction of all values that were missing, and ``count``. Fitting computes them on train; the
+        same call on serving traffic gives what to compare with `psi`.
         """
         out: dict[str, dict[str, Any]] = {}
         for e in self._encodings:
@@ -214,9 +288,10 @@ class FeaturePipeline:
                 categories = ["false", "true"]
                 counts = [sum(1 for v in values if v is False), sum(1 for v in values if v is True)]
             else:
-                categories = [*e.categories, UNKNOWN]
+                shown = e.categories[:DRIFT_TOP]
+                categories = [*shown, UNKNOWN]
                 known = Counter(v for v in values if v is not None)
-                counts = [known.get(c, 0) for c in e.categories]
+                counts = [known.get(c, 0) for c in shown]
                 counts.append(sum(known.values()) - sum(counts))
             out[e.column] = {
                 "kind": str(_kind(e)),
@@ -239,38 +314,32 @@ class FeaturePipeline:
                         "mean": e.mean,
                         "std": e.std,
                         "edges": list(e.edges),
+                        "indicator": e.indicator,
+                        "scaling": "quantile" if e.knots else "standard",
+                        **({"knots": list(e.knots), "probs": list(e.probs)} if e.knots else {}),
                     }
                 )
             elif isinstance(e, _Boolean):
-                columns.append({"name": e.column, "kind": "boolean", "fill": e.fill})
+                columns.append({"name": e.column, "kind": "boolean", "fill": e.fill, "indicator": e.indicator})
             else:
-                columns.append({"name": e.column, "kind": "categorical", "categories": list(e.categories)})
+                columns.append(
+                    {
+                        "name": e.column,
+                        "kind": "categorical",
+                        "categories": list(e.categories),
+                        "encoding": "embedding" if e.embedded else "onehot",
+                    }
+                )
         return {"version": FORMAT_VERSION, "columns": columns}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeaturePipeline:
-        """Rebuild a pipeline from `to_dict` output; `ArtifactError` if `data` is not one."""
+        """Rebuild a pipeline from `to_dict` output (format 1 or 2); `ArtifactError` if `data` is not one."""
         try:
-            if data["version"] != FORMAT_VERSION:
-                raise ValueError(f"unsupported version {data['version']!r}")
-            encodings: list[_Encoding] = []
-            for c in data["columns"]:
-                name, kind = c["name"], ColumnKind(c["kind"])
-                if not isinstance(name, str):
-                    raise TypeError("column name must be a string")
-                if kind is ColumnKind.NUMERIC:
-                    median, mean, std = (_finite(c[k]) for k in ("median", "mean", "std"))
-                    if std <= 0:
-                        raise ValueError(f"std of {name!r} must be positive")
-                    encodings.append(_Numeric(name, median, mean, std, tuple(_finite(v) for v in c["edges"])))
-                elif kind is ColumnKind.BOOLEAN:
-                    if not isinstance(c["fill"], bool):
-                        raise TypeError(f"fill of {name!r} must be a boolean")
-                    encodings.append(_Boolean(name, c["fill"]))
-                else:
-                    if not all(isinstance(v, str) for v in c["categories"]):
-                        raise TypeError(f"categories of {name!r} must be strings")
-                    encodings.append(_Categorical(name, tuple(c["categories"])))
+            version = data["version"]
+            if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+                raise ValueError(f"unsupported version {version!r}")
+            encodings = [_decode(c, version) for c in data["columns"]]
             return cls(encodings)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"malformed feature pipeline: {exc}") from exc
@@ -283,6 +352,80 @@ class FeaturePipeline:
 
     def __repr__(self) -> str:
         return f"FeaturePipeline(columns={self.columns!r}, n_features={self.n_features})"
+
+
+def _fit_numeric(name: str, x: np.ndarray, *, indicators: bool, robust: bool) -> _Numeric:
+    absent = np.isnan(x)
+    present = x[~absent]
+    median = float(np.median(present)) if present.size else 0.0
+    imputed = np.where(absent, median, x)
+    mean = float(imputed.mean()) if imputed.size else 0.0
+    std = float(imputed.std()) if imputed.size else 0.0
+    # A constant column must not blow up to inf; centring alone makes it all zeros.
+    if not std > 1e-12 * max(1.0, abs(mean)):
+        std = 1.0
+    edges = tuple(float(e) for e in np.unique(np.quantile(present, _DECILES))) if present.size else ()
+    knots: tuple[float, ...] = ()
+    probs: tuple[float, ...] = ()
+    if robust and present.size >= 20 and abs(_skewness(present)) > HEAVY_TAIL_SKEW:
+        levels = np.linspace(0.0, 1.0, _KNOTS)
+        quantiles = np.quantile(imputed, levels)
+        # Tied quantiles (a value repeated over many rows) become one knot at their mean level.
+        unique, inverse = np.unique(quantiles, return_inverse=True)
+        if unique.size >= 2:
+            knots = tuple(float(k) for k in unique)
+            probs = tuple(float(p) for p in np.bincount(inverse, weights=levels) / np.bincount(inverse))
+    return _Numeric(name, median, mean, std, edges, bool(indicators and absent.any()), knots, probs)
+
+
+def _skewness(x: np.ndarray) -> float:
+    centred = x - x.mean()
+    var = float(np.mean(centred**2))
+    return float(np.mean(centred**3)) / var**1.5 if var > 0 else 0.0
+
+
+def _decode(c: Mapping[str, Any], version: int) -> _Encoding:
+    name, kind = c["name"], ColumnKind(c["kind"])
+    if not isinstance(name, str):
+        raise TypeError("column name must be a string")
+    indicator = bool(_flag(c, "indicator", name)) if version > 1 else False
+    if kind is ColumnKind.NUMERIC:
+        median, mean, std = (_finite(c[k]) for k in ("median", "mean", "std"))
+        if std <= 0:
+            raise ValueError(f"std of {name!r} must be positive")
+        edges = tuple(_finite(v) for v in c["edges"])
+        knots: tuple[float, ...] = ()
+        probs: tuple[float, ...] = ()
+        if version > 1 and c.get("scaling", "standard") == "quantile":
+            knots, probs = tuple(_finite(v) for v in c["knots"]), tuple(_finite(v) for v in c["probs"])
+            if len(knots) < 2 or len(knots) != len(probs) or list(knots) != sorted(set(knots)):
+                raise ValueError(f"quantile knots of {name!r} must be increasing, one per level")
+        elif version > 1 and c.get("scaling", "standard") != "standard":
+            raise ValueError(f"unknown scaling {c['scaling']!r} of {name!r}")
+        return _Numeric(name, median, mean, std, edges, indicator, knots, probs)
+    if kind is ColumnKind.BOOLEAN:
+        if not isinstance(c["fill"], bool):
+            raise TypeError(f"fill of {name!r} must be a boolean")
+        return _Boolean(name, c["fill"], indicator)
+    if not all(isinstance(v, str) for v in c["categories"]):
+        raise TypeError(f"categories of {name!r} must be strings")
+    encoding = c.get("encoding", "onehot") if version > 1 else "onehot"
+    if encoding not in ("onehot", "embedding"):
+        raise ValueError(f"unknown encoding {encoding!r} of {name!r}")
+    return _Categorical(name, tuple(c["categories"]), embedded=encoding == "embedding")
+
+
+def _flag(c: Mapping[str, Any], key: str, name: str) -> bool:
+    value = c.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} of {name!r} must be a boolean")
+    return value
+
+
+def _width(e: _Encoding) -> int:
+    if isinstance(e, _Categorical):
+        return e.width
+    return 2 if e.indicator else 1
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], *, epsilon: float = 1e-4) -> float:

@@ -14,7 +14,13 @@ __all__ = ["Hyperparameters"]
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Training options. The defaults are what the service uses; bench/TRAINING.md has how they compare."""
+    """Training options. The defaults are what the service uses; bench/TRAINING.md has how they compare.
+
+    `val_fraction` of the rows choose the epoch, `test_fraction` score the result (0: no test split;
+    the metrics are then the validation rows'). Categorical columns (`tabular.features`): values seen
+    fewer than `min_count` times in train share the unknown slot; a vocabulary of at most `onehot_max`
+    values is one-hot, a larger one embedded; `max_categories` > 0 keeps only the most frequent.
+    """
 
     hidden: tuple[int, ...] = (128, 64)
     epochs: int = 200
@@ -22,9 +28,13 @@ class Hyperparameters:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 15
-    val_fraction: float = 0.2
+    val_fraction: float = 0.15
     seed: int = 0
     dropout: float = 0.1
+    test_fraction: float = 0.15
+    min_count: int = 2
+    onehot_max: int = 10
+    max_categories: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Hyperparameters:
@@ -44,7 +54,10 @@ class Hyperparameters:
             else:
                 kind, low, high, low_open, high_open = _BOUNDS[key]
                 values[key] = _number(key, value, kind, low, high, low_open=low_open, high_open=high_open)
-        return cls(**values)
+        out = cls(**values)
+        if out.val_fraction + out.test_fraction > 0.6:
+            raise TrainingError("test_fraction", "val_fraction + test_fraction must leave at least 40% to train on")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -62,6 +75,10 @@ _BOUNDS: dict[str, tuple[type, float, float, bool, bool]] = {
     "weight_decay": (float, 0.0, 1.0, False, False),
     "val_fraction": (float, 0.0, 0.5, True, False),
     "dropout": (float, 0.0, 1.0, False, True),
+    "test_fraction": (float, 0.0, 0.5, False, False),
+    "min_count": (int, 1, 1_000_000, False, False),
+    "onehot_max": (int, 0, 1000, False, False),
+    "max_categories": (int, 0, 100_000, False, False),
 }
 
 

@@ -4,7 +4,7 @@ Public API::
 
     train_tabular(columns, profile, *, target, task, features=None, hyperparameters=None,
                   on_epoch=None, should_cancel=None, on_checkpoint=None, resume=None) -> TrainResult
-    split_rows(target_values, *, task, val_fraction, seed) -> (train_rows, val_rows)
+    split_rows(target_values, *, task, val_fraction, seed, test_fraction) -> Split(train, val, test)
     predict_records(module, pipeline, labels, task, records) -> list[dict]
     format_predictions(outputs, labels, task) -> list[dict]
     Hyperparameters.from_dict(data), EpochReport, TrainResult
@@ -24,8 +24,9 @@ Decisions a caller cannot see from the signatures:
 
 - Rows whose target is missing are dropped before the split and counted in
   ``metrics["dropped_rows"]``: there is nothing to learn from or score against in them.
-- The split comes from the seed alone (`split_rows`): stratified per class for classification (each
-  class gives its rounded share; a class with one row stays in train), a shuffle for regression.
+- The split comes from the seed alone (`tabular.split`): train / validation / test, stratified per class
+  for classification (each class gives its rounded shares; a class with one row stays in train), a
+  shuffle for regression. The feature pipeline is fitted on train rows only.
 - Classification labels are strings. Integral numeric targets read ``"3"``, not ``"3.0"``; boolean
   targets use the file's own spellings (`ColumnProfile.bool_labels`). Labels are ordered by value
   (numbers numerically, false before true, strings by code point); output ``i`` is the logit of
@@ -33,8 +34,10 @@ Decisions a caller cannot see from the signatures:
 - Regression trains on the standardised target and folds the scaling back into the last layer, so
   the served output is on the target's scale with no extra step.
 - Early stopping keeps the weights of the epoch with the lowest validation loss and stops after
-  `patience` epochs without a better one. Metrics are those weights on the validation split, which
-  also chose the epoch, so they lean slightly optimistic; there is no third split.
+  `patience` epochs without a better one. The metrics are those weights scored once on the test
+  split, which chose nothing (``metrics["scored_on"] == "test"``); ``metrics["val_metric"]`` is the
+  chosen epoch's validation metric. With ``test_fraction=0`` (or too few rows for a test row) the
+  metrics are the validation split's and ``scored_on`` says ``"validation"``: optimistic.
 - Same columns, options and seed give bit-identical weights on CPU at the same torch thread count.
   The global RNGs of torch, numpy and Python are seeded for the run and given back to the caller
   afterwards, so the caller's RNG states are kept.
@@ -97,7 +100,6 @@ TASKS: tuple[Task, ...] = ("classification", "regression")
 ARCHITECTURE = "tabular-mlp"
 MIN_ROWS = 10
 MAX_CLASSES = 1000
-CATEGORICAL_TOP_K = 20
 # should_cancel may cost a database or Redis round trip; within an epoch ask at most this often.
 _CANCEL_POLL_S = 1.0
 
@@ -164,8 +166,10 @@ def train_tabular(
         raise TrainingError("target", f"regression needs a numeric target; {target!r} is {target_profile.kind}")
 
     target_values = columns[target]
-    train_rows, val_rows = split_rows(target_values, task=checked_task, val_fraction=hp.val_fraction, seed=hp.seed)
-    kept = len(train_rows) + len(val_rows)
+    train_rows, val_rows, test_rows = split_rows(
+        target_values, task=checked_task, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction, seed=hp.seed
+    )
+    kept = len(train_rows) + len(val_rows) + len(test_rows)
     if kept < MIN_ROWS:
         raise TrainingError("target", f"only {kept} rows have a target; at least {MIN_ROWS} are needed")
 
@@ -185,11 +189,18 @@ def train_tabular(
 
     train_columns = _take(columns, chosen, train_rows)
     pipeline = FeaturePipeline.fit(
-        train_columns, {name: profile.column(name).kind for name in chosen}, top_k=CATEGORICAL_TOP_K
+        train_columns,
+        {name: profile.column(name).kind for name in chosen},
+        min_count=hp.min_count,
+        onehot_max=hp.onehot_max,
+        max_categories=hp.max_categories,
     )
     x_train = torch.from_numpy(pipeline.transform_columns(train_columns))
     x_val = torch.from_numpy(pipeline.transform_columns(_take(columns, chosen, val_rows)))
-    y_train_raw, y_val_raw = y_all[train_rows], y_all[val_rows]
+    # No test rows (test_fraction 0, or too few rows): the validation rows are scored, and say so.
+    scored_rows = test_rows if len(test_rows) else val_rows
+    x_scored = torch.from_numpy(pipeline.transform_columns(_take(columns, chosen, scored_rows)))
+    y_train_raw, y_val_raw, y_scored_raw = y_all[train_rows], y_all[val_rows], y_all[scored_rows]
 
     loss_fn: nn.Module
     shift, scale = 0.0, 1.0
@@ -212,6 +223,7 @@ def train_tabular(
             "hidden": list(hp.hidden),
             "out_features": out_features,
             "dropout": hp.dropout,
+            "embeddings": pipeline.embeddings,
         },
     )
 
@@ -226,6 +238,7 @@ def train_tabular(
     if resume is not None and resume.fingerprint != fingerprint:
         raise CheckpointError("the checkpoint was made from other data or options than this run's")
 
+    metric_name = "accuracy" if checked_task == "classification" else "rmse"
     with seeded_rngs(hp.seed):
         module = architectures.build(ARCHITECTURE, config)
         run = _fit(
@@ -234,7 +247,7 @@ def train_tabular(
             (x_val, y_val),
             hp,
             loss_fn,
-            "accuracy" if checked_task == "classification" else "rmse",
+            metric_name,
             metric,
             _Hooks(on_epoch, should_cancel, on_checkpoint, fingerprint),
             started,
@@ -245,11 +258,11 @@ def train_tabular(
     module.eval()
     with torch.no_grad():
         if checked_task == "classification":
-            probabilities = torch.softmax(module(x_val), dim=1).double().numpy()
-            task_metrics = classification_metrics(y_val_raw, probabilities)
+            probabilities = torch.softmax(module(x_scored), dim=1).double().numpy()
+            task_metrics = classification_metrics(y_scored_raw, probabilities)
         else:
             rescale_output(module, scale, shift)
-            task_metrics = regression_metrics(y_val_raw, module(x_val)[:, 0].double().numpy())
+            task_metrics = regression_metrics(y_scored_raw, module(x_scored)[:, 0].double().numpy())
 
     best = run.history[run.best_epoch - 1]
     metrics: dict[str, Any] = {
@@ -261,6 +274,9 @@ def train_tabular(
         "stopped_early": len(run.history) < hp.epochs,
         "train_rows": len(train_rows),
         "val_rows": len(val_rows),
+        "test_rows": len(test_rows),
+        "scored_on": "test" if len(test_rows) else "validation",
+        "val_metric": best[metric_name],
         "dropped_rows": total - kept,
         "train_seconds": run.resumed_s + time.monotonic() - started,
     }

@@ -29,6 +29,14 @@ class Hyperparameters(Input):
     val_fraction: float | None = Field(default=None, gt=0, lt=1)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    test_fraction: float | None = Field(
+        default=None, ge=0, lt=1, description="rows held out to score the model (0: score on validation)")
+    min_count: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="categorical values seen fewer times share the unknown slot")
+    onehot_max: int | None = Field(
+        default=None, ge=0, le=1000, description="categoricals with at most this many values are one-hot, not embedded")
+    max_categories: int | None = Field(
+        default=None, ge=0, le=100_000, description="keep only the most frequent values of a categorical (0: all)")
 
 
 class TrainIn(Input):

@@ -31,6 +31,7 @@ TASKS = {JobKind.TRAIN: "workers.tasks.train_job_task", JobKind.BATCH_PREDICT: "
 TASKS_PREDICTABLE = ("classification", "regression")
 HYPERPARAMETERS = {
     "hidden", "epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "dropout",
+    "test_fraction", "min_count", "onehot_max", "max_categories",
 }
 
 
