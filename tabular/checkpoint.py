@@ -36,9 +36,13 @@ class EpochReport:
     elapsed_s: float
     eta_s: float
     best_epoch: int
+    trial: int | None = None  # set by `tabular.tuning`: which trial of a search this epoch belongs to
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.trial is None:
+            del out["trial"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,10 @@ class TrainIn(Input):
     features: list[str] | None = Field(default=None, max_length=10_000)
     hyperparameters: Hyperparameters | None = None
     promote: bool = False
+    tune: bool = Field(default=False, description="search a few learning rates and widths around the "
+                       "hyperparameters; the one with the best validation loss is registered")
+    time_limit_s: float | None = Field(default=None, ge=1, le=86_400,
+                                       description="the search's time budget in seconds (required with tune)")
 
 
 class BatchPredictIn(Input):
@@ -95,7 +99,7 @@ class JobController(Controller):
             job = services.job_train_create(
                 owner=self.caller, dataset_id=payload.dataset_id, target=payload.target, task=payload.task,
                 model_name=payload.model_name, features=payload.features, hyperparameters=hyper,
-                promote=payload.promote,
+                promote=payload.promote, tune=payload.tune, time_limit_s=payload.time_limit_s,
             )
             return _reload(job)
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -36,6 +36,9 @@ from . import services
 from .checkpoints import job_checkpoint_delete, job_checkpoint_load, job_checkpoint_save
 from .lease import TRANSIENT_DB_ERRORS, Lease, LeaseLost, discard_connection
 from .models import Job, JobKind
+
+if TYPE_CHECKING:
+    from tabular.training import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +135,15 @@ def _cancel_check(job: Job, lease: Lease) -> bool:
 
 
 def _train(job: Job, lease: Lease) -> str:
-    import safetensors.torch
-
     from tabular.profiling import DatasetProfile, read_columns
     from tabular.training import (
         Checkpoint,
         CheckpointError,
         EpochReport,
         TrainingCancelled,
-        TrainResult,
         train_tabular,
     )
+    from tabular.tuning import tune_tabular
 
     worker = lease.worker
     params = job.params
@@ -176,6 +177,17 @@ def _train(job: Job, lease: Lease) -> str:
         lease.check()  # a worker that lost the job must not overwrite the new attempt's checkpoint
         job_checkpoint_save(job=job, checkpoint=checkpoint)
 
+    if params.get("tune"):
+        # A search does not checkpoint (tabular.tuning): a restarted job searches again from trial 0.
+        try:
+            trained = tune_tabular(columns, profile, target=params["target"], task=params["task"], features=features,
+                                   hyperparameters=params.get("hyperparameters") or {},
+                                   time_limit_s=float(params["time_limit_s"]), on_epoch=on_epoch,
+                                   should_cancel=lambda: _cancel_check(job, lease))
+        except TrainingCancelled as exc:
+            raise _Cancelled from exc
+        return _register(job, lease, trained)
+
     resume = job_checkpoint_load(job=job)
     if resume is not None:
         logger.info("job %s: attempt %s resumes after epoch %s", job.pk, job.attempts, resume.epoch)
@@ -199,6 +211,16 @@ def _train(job: Job, lease: Lease) -> str:
             trained = train(None)
     except TrainingCancelled as exc:
         raise _Cancelled from exc
+    return _register(job, lease, trained)
+
+
+def _register(job: Job, lease: Lease, trained: TrainResult) -> str:
+    """Store the trained weights and register the version, once per job."""
+    import safetensors.torch  # imported where used, as the runner's other training imports are
+
+    worker = lease.worker
+    params = job.params
+    assert job.model is not None
     if lease.call(lambda: services.job_cancel_requested(job=job), what="checking for cancellation"):
         raise _Cancelled
 

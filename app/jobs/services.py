@@ -58,6 +58,8 @@ def job_train_create(
     features: list[str] | None = None,
     hyperparameters: dict[str, Any] | None = None,
     promote: bool = False,
+    tune: bool = False,
+    time_limit_s: float | None = None,
 ) -> Job:
     if not owner.has_role(Role.MEMBER):
         raise Forbidden("running jobs needs the member role or higher")
@@ -87,6 +89,10 @@ def job_train_create(
         hyper = Hyperparameters.from_dict(hyper).to_dict()
     except TrainingError as exc:
         raise _field_error("hyperparameters", exc.message) from exc
+    if tune and time_limit_s is None:
+        raise _field_error("time_limit_s", "a search needs a time limit (seconds)")
+    if time_limit_s is not None and not tune:
+        raise _field_error("time_limit_s", "only a search (tune: true) takes a time limit")
     model_name_check(name=model_name, field="model_name")
 
     with transaction.atomic():
@@ -98,7 +104,8 @@ def job_train_create(
             model=model,
             request_id=request_id_var.get(),
             params={"dataset_id": dataset.pk, "target": target, "task": task, "model_name": model_name,
-                    "features": features, "hyperparameters": hyper, "promote": promote},
+                    "features": features, "hyperparameters": hyper, "promote": promote,
+                    **({"tune": True, "time_limit_s": time_limit_s} if tune else {})},
         )
         job_event_emit(job=job, type="queued", data={"model": model_name})
         _dispatch_on_commit(job)

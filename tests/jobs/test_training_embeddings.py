@@ -53,3 +53,23 @@ def test_embeddings_beat_the_old_one_hot_top_20_on_150_levels(client, make_user,
         "inputs": [{"store": "store_3", "x1": 0.1, "x2": 0.2}, {"store": "store_9999", "x1": 0.1, "x2": None}]})
     assert response.status_code == 200, response.text
     assert all(set(o["probabilities"]) == {"no", "yes"} for o in response.json()["outputs"])
+
+
+def test_a_time_boxed_search_through_the_api(client, make_user, upload_csv, celery_worker_proc):
+    token = login(client, make_user("member"))["access"]
+    dataset_id = upload_csv(token, stores_csv(rows=600, levels=30))
+    base = {"dataset_id": dataset_id, "target": "label", "task": "classification", "model_name": "searched",
+            "hyperparameters": {"epochs": 5, "patience": 3, "hidden": [8]}}
+    for extra, field in (({"tune": True}, "time_limit_s"), ({"time_limit_s": 30}, "time_limit_s")):
+        response = client.post("/api/v1/jobs/train", headers=bearer(token), json={**base, **extra})
+        assert response.status_code == 422, response.text
+        assert field in response.text
+    response = client.post("/api/v1/jobs/train", headers=bearer(token),
+                           json={**base, "tune": True, "time_limit_s": 600})
+    assert response.status_code == 201, response.text
+    done = wait_for_job(client, token, response.json()["id"], timeout=900)
+    assert done["state"] == "succeeded", done
+    metrics = done["result"]["metrics"]
+    trials = metrics["tuning"]
+    assert len(trials) >= 2 and [t["trial"] for t in trials] == list(range(len(trials)))
+    assert metrics["trial"] == min(trials, key=lambda t: t["val_loss"])["trial"]

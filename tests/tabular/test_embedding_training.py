@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import safetensors.torch
 
 from inference.formats import load_module
@@ -60,7 +61,9 @@ def test_train_save_load_and_predict_raw_records_with_unseen_values(tmp_path: Pa
     # Unseen and missing stores both read as the unknown slot: the same prediction at the same amount.
     same = predict_records(module, pipeline, result.labels, result.task,
                            [{"store": "never seen", "amount": -1.0}, {"store": None, "amount": -1.0}])
-    assert same[0] == same[1]
+    # (The same row twice in one batch may differ in the last bits: BLAS kernels treat rows unevenly.)
+    assert same[0]["label"] == same[1]["label"]
+    assert same[0]["probabilities"] == pytest.approx(same[1]["probabilities"], abs=1e-6)
 
     # What serving computes from raw records is what training computed from the typed columns.
     rows = list(range(20))

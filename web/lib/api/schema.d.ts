@@ -1124,6 +1124,17 @@ export interface components {
              * @enum {string}
              */
             task: "classification" | "regression";
+            /**
+             * Time Limit S
+             * @description the search's time budget in seconds (required with tune)
+             */
+            time_limit_s?: number | null;
+            /**
+             * Tune
+             * @description search a few learning rates and widths around the hyperparameters; the one with the best validation loss is registered
+             * @default false
+             */
+            tune: boolean;
         };
         /** VersionOut */
         VersionOut: {
