@@ -14,6 +14,7 @@ Modules, each with its public API in its docstring:
 - `tabular.split`: the seeded train / validation / test split.
 - `tabular.options`: `Hyperparameters`.
 - `tabular.training`: `train_tabular` and `TrainResult`.
+- `tabular.tuning`: `tune_tabular`, the time-boxed search over a few options.
 - `tabular.checkpoint`: `EpochReport`, `Checkpoint` (resumable runs), seeded RNGs.
 - `tabular.metrics`: scores, `format_predictions`, `predict_records`.
 - `tabular.errors`: `DatasetError`, `TrainingError`, `TrainingCancelled`, `CheckpointError`.
