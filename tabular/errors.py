@@ -1,11 +1,11 @@
 """The errors of tabular training, each an `inference.errors.InferenceError` so every edge maps them as it maps
-the serving runtime's (a status and a stable code); the base class is the one piece of `inference` shared here."""
+the serving runtime's (a kind and a stable code); the base class is the one piece of `inference` shared here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inference.errors import InferenceError
+from inference.errors import ErrorKind, InferenceError
 
 __all__ = ["CheckpointError", "DatasetError", "TrainingCancelled", "TrainingError"]
 
@@ -13,7 +13,7 @@ __all__ = ["CheckpointError", "DatasetError", "TrainingCancelled", "TrainingErro
 class DatasetError(InferenceError):
     """An uploaded file that is not a usable CSV data set; `line` is the 1-based line at fault."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_dataset"
 
     def __init__(self, message: str, *, line: int | None = None, details: dict[str, Any] | None = None) -> None:
@@ -24,7 +24,7 @@ class DatasetError(InferenceError):
 class TrainingError(InferenceError):
     """Training options or data that cannot work; `field` names the option or column at fault."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_training"
 
     def __init__(self, field: str, message: str) -> None:
@@ -35,7 +35,7 @@ class TrainingError(InferenceError):
 class TrainingCancelled(InferenceError):
     """`should_cancel` returned true; `epochs_completed` epochs had finished."""
 
-    http_status = 409
+    kind = ErrorKind.CONFLICT
     code = "training_cancelled"
 
     def __init__(self, epochs_completed: int) -> None:
@@ -46,5 +46,5 @@ class TrainingCancelled(InferenceError):
 class CheckpointError(InferenceError):
     """A checkpoint that cannot be read, or one made from other data or options than the run's."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_checkpoint"

@@ -20,25 +20,36 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import torch
 from django.conf import settings
 from django.db import close_old_connections
 
 from app.core.csvfile import csv_writer
 from app.core.errors import ApiError
-from app.core.storage import get_storage
+from app.core.storage import StorageFull, get_storage
 from app.registry.models import ModelVersion, Stage
 from app.registry.services import model_version_create
 from inference.errors import InferenceError
+from inference.formats import load_module, sha256_file
+from tabular.profiling import DatasetProfile, iter_rows, read_columns
+from tabular.training import (
+    Checkpoint,
+    CheckpointError,
+    EpochReport,
+    TrainingCancelled,
+    TrainResult,
+    format_predictions,
+    train_tabular,
+)
+from tabular.tuning import tune_tabular
 
 from . import services
 from .checkpoints import job_checkpoint_delete, job_checkpoint_load, job_checkpoint_save
 from .lease import TRANSIENT_DB_ERRORS, Lease, LeaseLost, discard_connection
 from .models import Job, JobKind
-
-if TYPE_CHECKING:
-    from tabular.training import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +121,13 @@ def _attempt(job: Job, lease: Lease) -> str:
         lease.call(lambda: services.job_fail(job=job, worker=worker, error=reason),
                    what="recording the failure")
         return "failed"
+    except StorageFull as exc:
+        # Nothing half-written was kept and no version or output row names it; the owner can resubmit
+        # once the operator frees space.
+        logger.warning("job %s failed: %s", job.pk, exc)
+        full = f"{exc}; the job stored nothing: submit it again once the storage has space"
+        lease.call(lambda: services.job_fail(job=job, worker=worker, error=full), what="recording the failure")
+        return "failed"
     except Exception as exc:
         logger.exception("job %s failed", job.pk)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -135,16 +153,6 @@ def _cancel_check(job: Job, lease: Lease) -> bool:
 
 
 def _train(job: Job, lease: Lease) -> str:
-    from tabular.profiling import DatasetProfile, read_columns
-    from tabular.training import (
-        Checkpoint,
-        CheckpointError,
-        EpochReport,
-        TrainingCancelled,
-        train_tabular,
-    )
-    from tabular.tuning import tune_tabular
-
     worker = lease.worker
     params = job.params
     assert job.dataset is not None and job.model is not None, "training jobs have a dataset and a model"
@@ -249,13 +257,6 @@ def _register(job: Job, lease: Lease, trained: TrainResult) -> str:
 
 
 def _batch_predict(job: Job, lease: Lease) -> str:
-    import numpy as np
-    import torch
-
-    from inference.formats import load_module, sha256_file
-    from tabular.profiling import DatasetProfile, iter_rows
-    from tabular.training import format_predictions
-
     assert job.dataset is not None and job.model is not None
     version = lease.call(
         lambda: ModelVersion.objects.select_related("model").get(model=job.model, number=job.params["version"]),

@@ -23,6 +23,7 @@ from app.registry.selectors import model_can_manage, model_get, model_version_ge
 from app.registry.services import model_name_check, model_name_taken
 from inference.errors import InferenceError
 from tabular.features import FeaturePipeline
+from tabular.training import Hyperparameters, TrainingError
 
 from .events import job_event_emit
 from .models import TERMINAL_STATES, Job, JobKind, JobState
@@ -83,8 +84,6 @@ def job_train_create(
     unknown_h = sorted(set(hyper) - HYPERPARAMETERS)
     if unknown_h:
         raise _field_error("hyperparameters", f"unknown keys: {', '.join(unknown_h)}")
-    from tabular.training import Hyperparameters, TrainingError
-
     try:
         hyper = Hyperparameters.from_dict(hyper).to_dict()
     except TrainingError as exc:

@@ -125,7 +125,7 @@ def test_transform_records_errors_name_the_column(record: dict, column: str, mes
     assert info.value.input_name == column
     assert info.value.details == {"input": column}
     assert "record 1" in info.value.message
-    assert info.value.http_status == 400
+    assert info.value.kind == "invalid"
 
 
 def test_transform_records_refuses_non_objects() -> None:

@@ -177,7 +177,7 @@ def test_bad_files_are_refused_with_their_line(tmp_path: Path, content: bytes, l
         profile_csv(path)
     assert info.value.line == line
     assert info.value.details["line"] == line
-    assert isinstance(info.value, InferenceError) and info.value.http_status == 422
+    assert isinstance(info.value, InferenceError) and info.value.kind == "unprocessable"
     assert info.value.to_dict()["code"] == "invalid_dataset"
 
 

@@ -273,7 +273,7 @@ def test_hyperparameter_errors_name_the_field(hyperparameters: dict, field: str,
     with pytest.raises(TrainingError, match=message) as info:
         Hyperparameters.from_dict(hyperparameters)
     assert info.value.field == field and info.value.details == {"field": field}
-    assert info.value.http_status == 422
+    assert info.value.kind == "unprocessable"
 
 
 def test_hyperparameter_defaults() -> None:

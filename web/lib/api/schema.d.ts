@@ -648,6 +648,23 @@ export interface components {
             /** Prefix */
             prefix: string;
         };
+        /** ArchitectureOut */
+        ArchitectureOut: {
+            /**
+             * Config Schema
+             * @description JSON Schema of the architecture's config
+             */
+            config_schema: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ArchitecturesOut */
+        ArchitecturesOut: {
+            /** Architectures */
+            architectures: components["schemas"]["ArchitectureOut"][];
+        };
         /** BatchingOut */
         BatchingOut: {
             /** Arrival Rows Per S */
@@ -698,6 +715,13 @@ export interface components {
             /** Version */
             version?: number | null;
         };
+        /** ConfigOverridesOut */
+        ConfigOverridesOut: {
+            /** Drift Threshold */
+            drift_threshold: number | null;
+            /** Sample Rate */
+            sample_rate: number | null;
+        };
         /** DatasetOut */
         DatasetOut: {
             /** Columns */
@@ -721,6 +745,20 @@ export interface components {
             sha256: string;
             /** Size Bytes */
             size_bytes: number;
+        };
+        /** DatasetPreviewOut */
+        DatasetPreviewOut: {
+            /** Columns */
+            columns: string[];
+            /** Id */
+            id: number;
+            /**
+             * Rows
+             * @description The first rows: raw (stripped) strings keyed by column
+             */
+            rows: {
+                [key: string]: string;
+            }[];
         };
         /** ErrorDetail */
         ErrorDetail: {
@@ -779,6 +817,14 @@ export interface components {
              */
             row?: number | null;
         };
+        /** FeedbackOut */
+        FeedbackOut: {
+            /**
+             * Recorded
+             * @description How many recorded rows were labelled
+             */
+            recorded: number;
+        };
         /** Hyperparameters */
         Hyperparameters: {
             /** Batch Size */
@@ -819,6 +865,40 @@ export interface components {
             val_fraction?: number | null;
             /** Weight Decay */
             weight_decay?: number | null;
+        };
+        /**
+         * JobOut
+         * @description A job as a client sees it (`selectors.job_snapshot`, also the snapshot of a realtime ``reset``).
+         */
+        JobOut: {
+            /** Attempts */
+            attempts: number;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Created At */
+            created_at: string | null;
+            /** Dataset Id */
+            dataset_id: number | null;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Model */
+            model: string | null;
+            /** Params */
+            params: unknown;
+            /** Progress */
+            progress: unknown;
+            /** Result */
+            result: unknown;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
         };
         /**
          * JobState
@@ -924,6 +1004,17 @@ export interface components {
              * @description Fraction of predictions recorded; null: default
              */
             sample_rate?: number | null;
+        };
+        /**
+         * MonitoringConfigOut
+         * @description The effective settings, and which the model overrides (null: the deployment default).
+         */
+        MonitoringConfigOut: {
+            /** Drift Threshold */
+            drift_threshold: number;
+            overrides: components["schemas"]["ConfigOverridesOut"];
+            /** Sample Rate */
+            sample_rate: number;
         };
         /** PredictIn */
         PredictIn: {
@@ -1084,6 +1175,16 @@ export interface components {
             /** Shape */
             shape: number[];
         };
+        /** TicketOut */
+        TicketOut: {
+            /**
+             * Expires In
+             * @description Seconds the ticket stays valid
+             */
+            expires_in: number;
+            /** Ticket */
+            ticket: string;
+        };
         /** TokenObtainIn */
         TokenObtainIn: {
             /** Password */
@@ -1179,6 +1280,25 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** WorkerOut */
+        WorkerOut: {
+            /** Name */
+            name: string;
+            /**
+             * Ok
+             * @description Whether it answered the ping
+             */
+            ok: boolean;
+            /** Queues */
+            queues: string[];
+        };
+        /** WorkersOut */
+        WorkersOut: {
+            /** Count */
+            count: number;
+            /** Workers */
+            workers: components["schemas"]["WorkerOut"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -1203,9 +1323,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ArchitecturesOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1766,6 +1884,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     dataset_get_dataset: {
@@ -1883,9 +2010,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetPreviewOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1977,9 +2102,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2028,9 +2151,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2205,9 +2326,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2276,9 +2395,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2605,9 +2722,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["FeedbackOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2842,9 +2957,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2897,9 +3010,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3313,6 +3424,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     model_get_version: {
@@ -3525,9 +3645,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TicketOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3556,9 +3674,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["WorkersOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
