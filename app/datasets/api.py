@@ -17,7 +17,7 @@ from app.api.auth import Controller, bearer_auth, role_before_body
 from app.api.openapi import errors
 from app.core.errors import PayloadTooLarge
 from app.core.storage import get_storage
-from inference.tabular import preview
+from tabular.profiling import preview
 
 from . import selectors, services
 from .models import Dataset

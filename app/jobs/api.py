@@ -31,6 +31,14 @@ class Hyperparameters(Input):
     val_fraction: float | None = Field(default=None, gt=0, lt=1)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    test_fraction: float | None = Field(
+        default=None, ge=0, lt=1, description="rows held out to score the model (0: score on validation)")
+    min_count: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="categorical values seen fewer times share the unknown slot")
+    onehot_max: int | None = Field(
+        default=None, ge=0, le=1000, description="categoricals with at most this many values are one-hot, not embedded")
+    max_categories: int | None = Field(
+        default=None, ge=0, le=100_000, description="keep only the most frequent values of a categorical (0: all)")
 
 
 class TrainIn(Input):
@@ -43,6 +51,10 @@ class TrainIn(Input):
     features: list[str] | None = Field(default=None, max_length=10_000)
     hyperparameters: Hyperparameters | None = None
     promote: bool = False
+    tune: bool = Field(default=False, description="search a few learning rates and widths around the "
+                       "hyperparameters; the one with the best validation loss is registered")
+    time_limit_s: float | None = Field(default=None, ge=1, le=86_400,
+                                       description="the search's time budget in seconds (required with tune)")
 
 
 class JobOut(Schema):
@@ -108,7 +120,7 @@ class JobController(Controller):
             job = services.job_train_create(
                 owner=self.caller, dataset_id=payload.dataset_id, target=payload.target, task=payload.task,
                 model_name=payload.model_name, features=payload.features, hyperparameters=hyper,
-                promote=payload.promote,
+                promote=payload.promote, tune=payload.tune, time_limit_s=payload.time_limit_s,
             )
             return _reload(job)
 

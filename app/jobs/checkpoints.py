@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.core.storage import ObjectNotFound, StorageFull, get_storage
-from inference.training import Checkpoint, CheckpointError
+from tabular.training import Checkpoint, CheckpointError
 
 from .models import Job
 

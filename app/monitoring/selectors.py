@@ -21,7 +21,7 @@ from app.core.errors import Invalid
 from app.registry.models import MlModel, ModelVersion
 from app.registry.selectors import model_version_get
 from inference.errors import ArtifactError
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
 
 from . import drift
 from .models import (

@@ -16,8 +16,8 @@ from pydantic import TypeAdapter, ValidationError
 from app.serving import calls, records, runtime
 from app.serving.catalog import ModelInfo
 from inference.errors import RequestTooLarge
-from inference.features import FeaturePipeline
 from inference.signature import Signature
+from tabular.features import FeaturePipeline
 
 # --- versions -----------------------------------------------------------------------------------
 

@@ -837,10 +837,30 @@ export interface components {
             hidden?: number[] | null;
             /** Lr */
             lr?: number | null;
+            /**
+             * Max Categories
+             * @description keep only the most frequent values of a categorical (0: all)
+             */
+            max_categories?: number | null;
+            /**
+             * Min Count
+             * @description categorical values seen fewer times share the unknown slot
+             */
+            min_count?: number | null;
+            /**
+             * Onehot Max
+             * @description categoricals with at most this many values are one-hot, not embedded
+             */
+            onehot_max?: number | null;
             /** Patience */
             patience?: number | null;
             /** Seed */
             seed?: number | null;
+            /**
+             * Test Fraction
+             * @description rows held out to score the model (0: score on validation)
+             */
+            test_fraction?: number | null;
             /** Val Fraction */
             val_fraction?: number | null;
             /** Weight Decay */
@@ -1205,6 +1225,17 @@ export interface components {
              * @enum {string}
              */
             task: "classification" | "regression";
+            /**
+             * Time Limit S
+             * @description the search's time budget in seconds (required with tune)
+             */
+            time_limit_s?: number | null;
+            /**
+             * Tune
+             * @description search a few learning rates and widths around the hyperparameters; the one with the best validation loss is registered
+             * @default false
+             */
+            tune: boolean;
         };
         /** VersionOut */
         VersionOut: {

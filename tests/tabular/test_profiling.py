@@ -10,18 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference.errors import InferenceError
-from inference.tabular import (
+from tabular.profiling import (
     MAX_TRACKED_DISTINCT,
-    ColumnKind,
     DatasetError,
     DatasetProfile,
     iter_rows,
-    parse_bool,
-    parse_number,
     preview,
     profile_csv,
     read_columns,
 )
+from tabular.values import ColumnKind, parse_bool, parse_number
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "data.csv") -> Path:
