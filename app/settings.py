@@ -9,51 +9,21 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
-from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from app.config import BASE_DIR, ConfigError, Settings
 from app.core.urls import database_from_url
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# Every variable, its type, default and meaning: app/config.py. This module only shapes them for Django.
+try:
+    CONFIG = Settings()
+except ConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
-
-def env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean")
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name) or ""
-    try:
-        return int(raw) if raw else default
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-DJANGO_ENV = env("DJANGO_ENV", "development")
-if DJANGO_ENV not in ("development", "test", "production"):
-    raise ImproperlyConfigured(f"DJANGO_ENV={DJANGO_ENV!r}: use development, test or production")
-PRODUCTION = DJANGO_ENV == "production"
-
-VAR_DIR = Path(env("TORCHWIRE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+DJANGO_ENV = CONFIG.django_env
+PRODUCTION = CONFIG.production
+VAR_DIR = CONFIG.var_dir
 
 
 def _development_secret_key() -> str:
@@ -69,7 +39,7 @@ def _development_secret_key() -> str:
     return key
 
 
-SECRET_KEY = env("SECRET_KEY")
+SECRET_KEY = CONFIG.secret_key
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production")
@@ -77,14 +47,14 @@ if not SECRET_KEY:
 if PRODUCTION and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters in production")
 
-DEBUG = env_bool("DJANGO_DEBUG", False)
+DEBUG = CONFIG.debug
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG cannot be on in production")
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
+ALLOWED_HOSTS = CONFIG.allowed_hosts
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -144,7 +114,7 @@ TEMPLATES = [
 
 # Database: PostgreSQL through psycopg 3 and Django's own pool. CONN_MAX_AGE stays 0: under ASGI every
 # request runs in a fresh thread, so persistent connections would leak; the pool reuses them instead.
-DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'torchwire.sqlite3'}")
+DATABASE_URL = CONFIG.database_url
 _db = database_from_url(DATABASE_URL, base_dir=BASE_DIR)
 _db["CONN_MAX_AGE"] = 0
 _db["ATOMIC_REQUESTS"] = False
@@ -152,18 +122,18 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend plus the outage breaker (app/core/postgres, app/core/db.py).
     _db["ENGINE"] = "app.core.postgres"
     _db["OPTIONS"]["pool"] = {
-        "min_size": env_int("DATABASE_POOL_MIN", 1),
-        "max_size": env_int("DATABASE_POOL_MAX", 20),
-        "timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
+        "min_size": CONFIG.database_pool_min,
+        "max_size": CONFIG.database_pool_max,
+        "timeout": CONFIG.database_pool_timeout,
         # The pool's own reconnection (backing off 1, 2, 4... s) gives up after this long, so requests
         # never wait for a retry scheduled long after the database came back; the next checkout starts a
         # fresh attempt (and the breaker in app/core/db.py keeps checkouts away while it is down).
-        "reconnect_timeout": env_int("DATABASE_POOL_RECONNECT_TIMEOUT", 2),
+        "reconnect_timeout": CONFIG.database_pool_reconnect_timeout,
     }
     # app.core.postgres also has the pool check each connection before handing it out, so ones the
     # server dropped are replaced unseen.
     _db["OPTIONS"].setdefault("connect_timeout", 5)
-    _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or None}
+    _db["TEST"] = {"NAME": CONFIG.test_database_name}
 else:
     # SQLite takes one writer at a time; these make the others wait instead of failing with "database is
     # locked". WAL: readers never block the writer, nor it them. BEGIN IMMEDIATE: a transaction takes the
@@ -175,13 +145,13 @@ else:
     _db["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     _db["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     # A file, not :memory:, so a uvicorn subprocess in the test suite can share the test database.
-    _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME") or str(VAR_DIR / "test.sqlite3")}
+    _db["TEST"] = {"NAME": CONFIG.test_database_name or str(VAR_DIR / "test.sqlite3")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: cache, channel layer, Celery broker and results, websocket tickets, rate limits.
-EMBEDDED_REDIS_PORT = env_int("TORCHWIRE_EMBEDDED_REDIS_PORT", 6390)
-REDIS_URL = env("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
+EMBEDDED_REDIS_PORT = CONFIG.embedded_redis_port
+REDIS_URL = CONFIG.redis_url
 
 CACHES = {
     "default": {
@@ -194,7 +164,7 @@ CACHES = {
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # The layer's pub/sub can be sharded over several Redis servers; each group lives on one of them.
-CHANNEL_LAYER_URLS = env_list("TORCHWIRE_CHANNEL_LAYER_URLS", [REDIS_URL])
+CHANNEL_LAYER_URLS = CONFIG.channel_layer_urls
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
@@ -204,88 +174,85 @@ CHANNEL_LAYERS = {
 
 # Storage for artifacts and datasets: file:///path or s3://bucket/prefix (AWS_ENDPOINT_URL for
 # S3-compatible servers).
-STORAGE_URL = env("STORAGE_URL", f"file://{VAR_DIR / 'storage'}")
-AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL") or None
-AWS_REGION = env("AWS_DEFAULT_REGION", "us-east-1")
+STORAGE_URL = CONFIG.storage_url
+AWS_ENDPOINT_URL = CONFIG.aws_endpoint_url
+AWS_REGION = CONFIG.aws_region
 
 # Model artifacts. TorchScript and torch.export files run code when loaded: off unless the operator
 # trusts every uploader (docs/security.md).
-ALLOW_CODE_ARTIFACTS = env_bool("TORCHWIRE_ALLOW_CODE_ARTIFACTS", False)
-MAX_ARTIFACT_BYTES = env_int("TORCHWIRE_MAX_ARTIFACT_BYTES", 2 * 1024**3)
+ALLOW_CODE_ARTIFACTS = CONFIG.allow_code_artifacts
+MAX_ARTIFACT_BYTES = CONFIG.max_artifact_bytes
 # Publishing runs the new version's one-row warm-up first, for at most this long (docs/security.md).
-PUBLISH_DRY_RUN_SECONDS = float(env("TORCHWIRE_PUBLISH_DRY_RUN_SECONDS", "60"))
+PUBLISH_DRY_RUN_SECONDS = CONFIG.publish_dry_run_seconds
 
 # The web console (web/): where uvicorn forwards the paths that are not the backend's (app/core/console.py).
 # The launcher sets it for `make run`; empty leaves those paths to Django (404).
-CONSOLE_URL = env("TORCHWIRE_CONSOLE_URL")
+CONSOLE_URL = CONFIG.console_url
 # Its build assets (web/.next/standalone/.next/static), answered by uvicorn itself; empty: forwarded too.
-CONSOLE_STATIC = env("TORCHWIRE_CONSOLE_STATIC")
+CONSOLE_STATIC = CONFIG.console_static
 
 # Datasets and jobs.
-MAX_DATASET_BYTES = env_int("TORCHWIRE_MAX_DATASET_BYTES", 200 * 1024 * 1024)
-JOB_LEASE_SECONDS = env_int("TORCHWIRE_JOB_LEASE_SECONDS", 60)
-JOB_MAX_ATTEMPTS = env_int("TORCHWIRE_JOB_MAX_ATTEMPTS", 3)
-JOB_REAP_SECONDS = env_int("TORCHWIRE_JOB_REAP_SECONDS", 30)
-EVENT_LOG_MAXLEN = env_int("TORCHWIRE_EVENT_LOG_MAXLEN", 10_000)
-EVENT_TRIM_SECONDS = env_int("TORCHWIRE_EVENT_TRIM_SECONDS", 3600)
-EVENT_LOG_RETENTION_DAYS = env_int("TORCHWIRE_EVENT_LOG_RETENTION_DAYS", 7)
+MAX_DATASET_BYTES = CONFIG.max_dataset_bytes
+JOB_LEASE_SECONDS = CONFIG.job_lease_seconds
+JOB_MAX_ATTEMPTS = CONFIG.job_max_attempts
+JOB_REAP_SECONDS = CONFIG.job_reap_seconds
+EVENT_LOG_MAXLEN = CONFIG.event_log_maxlen
+EVENT_TRIM_SECONDS = CONFIG.event_trim_seconds
+EVENT_LOG_RETENTION_DAYS = CONFIG.event_log_retention_days
 # The outbox relay (app/events/relay.py): how often each web process publishes events still pending,
 # and how long published rows are kept before beat prunes them.
-EVENT_RELAY_SECONDS = float(env("TORCHWIRE_EVENT_RELAY_SECONDS", "1"))
-EVENT_OUTBOX_RETENTION_HOURS = env_int("TORCHWIRE_EVENT_OUTBOX_RETENTION_HOURS", 24)
-ORPHAN_SWEEP_SECONDS = env_int("TORCHWIRE_ORPHAN_SWEEP_SECONDS", 3600)
-WS_PING_SECONDS = env_int("TORCHWIRE_WS_PING_SECONDS", 20)
-WS_SEND_BUFFER = env_int("TORCHWIRE_WS_SEND_BUFFER", 1000)
-WS_MAX_TOPICS = env_int("TORCHWIRE_WS_MAX_TOPICS", 100)
-REDIS_MAX_CONNECTIONS = env_int("TORCHWIRE_REDIS_MAX_CONNECTIONS", 100)
+EVENT_RELAY_SECONDS = CONFIG.event_relay_seconds
+EVENT_OUTBOX_RETENTION_HOURS = CONFIG.event_outbox_retention_hours
+ORPHAN_SWEEP_SECONDS = CONFIG.orphan_sweep_seconds
+WS_PING_SECONDS = CONFIG.ws_ping_seconds
+WS_SEND_BUFFER = CONFIG.ws_send_buffer
+WS_MAX_TOPICS = CONFIG.ws_max_topics
+REDIS_MAX_CONNECTIONS = CONFIG.redis_max_connections
 
 # Serving (the batched executor inside each ASGI process).
-MODEL_MEMORY_MB = env_int("TORCHWIRE_MODEL_MEMORY_MB", 4096)
-TORCH_THREADS = env_int("TORCHWIRE_TORCH_THREADS", 1)
-MAX_INPUT_ELEMENTS = env_int("TORCHWIRE_MAX_INPUT_ELEMENTS", 1_000_000)
-DRAIN_SECONDS = env_int("TORCHWIRE_DRAIN_SECONDS", 10)
+MODEL_MEMORY_MB = CONFIG.model_memory_mb
+TORCH_THREADS = CONFIG.torch_threads
+MAX_INPUT_ELEMENTS = CONFIG.max_input_elements
+DRAIN_SECONDS = CONFIG.drain_seconds
 # On SIGTERM: seconds of answering /readyz 503 (and new inference 503) before the socket closes.
-SHUTDOWN_DELAY_SECONDS = float(env("TORCHWIRE_SHUTDOWN_DELAY_SECONDS", "1" if PRODUCTION else "0"))
-ARTIFACT_CACHE_DIR = Path(env("TORCHWIRE_ARTIFACT_CACHE", str(VAR_DIR / "cache" / "artifacts")))
-WS_MAX_IN_FLIGHT = env_int("TORCHWIRE_WS_MAX_IN_FLIGHT", 64)
+SHUTDOWN_DELAY_SECONDS = CONFIG.shutdown_delay_seconds
+ARTIFACT_CACHE_DIR = CONFIG.artifact_cache
+WS_MAX_IN_FLIGHT = CONFIG.ws_max_in_flight
 # REST predict and V2 infer answered by app.serving.fastpath, before Django's middleware (off: through Django).
-FAST_PATH = env_bool("TORCHWIRE_FAST_PATH", True)
+FAST_PATH = CONFIG.fast_path
 # How a batch closes for models that do not choose (docs/batching.md): "adaptive" or "fixed" (wait max_delay_ms).
-DISPATCH_POLICY = env("TORCHWIRE_DISPATCH_POLICY", "adaptive")
-if DISPATCH_POLICY not in ("adaptive", "fixed"):
-    raise ImproperlyConfigured("TORCHWIRE_DISPATCH_POLICY must be adaptive or fixed")
+DISPATCH_POLICY = CONFIG.dispatch_policy
 # Python's GIL switch interval in serving processes (0: leave Python's 5 ms); see docs/batching.md.
-GIL_SWITCH_INTERVAL_MS = float(env("TORCHWIRE_GIL_SWITCH_INTERVAL_MS", "0.5"))
+GIL_SWITCH_INTERVAL_MS = CONFIG.gil_switch_interval_ms
+# Seconds a process reuses what app/serving/catalog.py knows about a model.
+CATALOG_TTL = CONFIG.catalog_ttl_seconds
 
 # Model monitoring (docs/monitoring.md): sampled prediction records, feedback and drift checks.
-PREDICTION_SAMPLE_RATE = float(env("TORCHWIRE_PREDICTION_SAMPLE_RATE", "1.0"))
-if not 0.0 <= PREDICTION_SAMPLE_RATE <= 1.0:
-    raise ImproperlyConfigured("TORCHWIRE_PREDICTION_SAMPLE_RATE must be in [0, 1]")
-PREDICTION_BUFFER_ROWS = env_int("TORCHWIRE_PREDICTION_BUFFER_ROWS", 50_000)
-PREDICTION_FLUSH_SECONDS = float(env("TORCHWIRE_PREDICTION_FLUSH_SECONDS", "1"))
-PREDICTION_MAX_VALUES = env_int("TORCHWIRE_PREDICTION_MAX_VALUES", 256)
+PREDICTION_SAMPLE_RATE = CONFIG.prediction_sample_rate
+PREDICTION_BUFFER_ROWS = CONFIG.prediction_buffer_rows
+PREDICTION_FLUSH_SECONDS = CONFIG.prediction_flush_seconds
+PREDICTION_MAX_VALUES = CONFIG.prediction_max_values
 # Rows per second and model each process records at most (bursts of one second's worth); 0: no budget.
-PREDICTION_MAX_ROWS_PER_SECOND = float(env("TORCHWIRE_PREDICTION_MAX_ROWS_PER_SECOND", "100"))
-if PREDICTION_MAX_ROWS_PER_SECOND < 0:
-    raise ImproperlyConfigured("TORCHWIRE_PREDICTION_MAX_ROWS_PER_SECOND must be 0 (no budget) or more")
-MONITORING_RETENTION_DAYS = env_int("TORCHWIRE_MONITORING_RETENTION_DAYS", 30)
-DRIFT_THRESHOLD = float(env("TORCHWIRE_DRIFT_THRESHOLD", "0.2"))
-DRIFT_CHECK_SECONDS = env_int("TORCHWIRE_DRIFT_CHECK_SECONDS", 3600)
-DRIFT_WINDOW_SECONDS = env_int("TORCHWIRE_DRIFT_WINDOW_SECONDS", 3600)
-DRIFT_MIN_SAMPLES = env_int("TORCHWIRE_DRIFT_MIN_SAMPLES", 100)
-DRIFT_MAX_SAMPLES = env_int("TORCHWIRE_DRIFT_MAX_SAMPLES", 50_000)
+PREDICTION_MAX_ROWS_PER_SECOND = CONFIG.prediction_max_rows_per_second
+MONITORING_RETENTION_DAYS = CONFIG.monitoring_retention_days
+DRIFT_THRESHOLD = CONFIG.drift_threshold
+DRIFT_CHECK_SECONDS = CONFIG.drift_check_seconds
+DRIFT_WINDOW_SECONDS = CONFIG.drift_window_seconds
+DRIFT_MIN_SAMPLES = CONFIG.drift_min_samples
+DRIFT_MAX_SAMPLES = CONFIG.drift_max_samples
 
 # Celery (workers/celery.py reads the CELERY_* names).
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_BROKER_URL = CONFIG.celery_broker_url
+CELERY_RESULT_BACKEND = CONFIG.celery_result_backend
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env_int("TORCHWIRE_TASK_TIME_LIMIT", 6 * 3600)
+CELERY_TASK_TIME_LIMIT = CONFIG.task_time_limit
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+TRAIN_THREADS = CONFIG.train_threads
 # Redis redelivers an unacked task after the visibility timeout: it must exceed the longest hard limit,
 # or a long training job would be started a second time while the first still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}
@@ -297,7 +264,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Queues per job type: TORCHWIRE_TASK_ROUTES="workers.tasks.train_job_task=train,..." sends those tasks
 # to their own queue, served by workers started with -Q (docs/deployment.md).
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
-for _route in env_list("TORCHWIRE_TASK_ROUTES", []):
+for _route in CONFIG.task_routes:
     _task, _, _queue = _route.partition("=")
     if not _task.strip() or not _queue.strip():
         raise ImproperlyConfigured(f"TORCHWIRE_TASK_ROUTES: {_route!r} is not task.name=queue")
@@ -315,15 +282,15 @@ if DJANGO_ENV == "test":
     # The suite creates and logs in hundreds of users; PBKDF2 at Django's 1,000,000 iterations costs about
     # half a second a hash on a 2-core machine. Only DJANGO_ENV=test (set by tests/envsetup.py) uses MD5.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-JWT_AUDIENCE = env("TORCHWIRE_JWT_AUDIENCE", "torchwire")
-JWT_ISSUER = env("TORCHWIRE_JWT_ISSUER", "torchwire")
+JWT_AUDIENCE = CONFIG.jwt_audience
+JWT_ISSUER = CONFIG.jwt_issuer
 NINJA_JWT = {
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": env("TORCHWIRE_JWT_SIGNING_KEY") or SECRET_KEY,
+    "SIGNING_KEY": CONFIG.jwt_signing_key or SECRET_KEY,
     "AUDIENCE": JWT_AUDIENCE,
     "ISSUER": JWT_ISSUER,
-    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("TORCHWIRE_ACCESS_TOKEN_SECONDS", 300)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env_int("TORCHWIRE_REFRESH_TOKEN_SECONDS", 86400)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=CONFIG.access_token_seconds),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=CONFIG.refresh_token_seconds),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": True,
@@ -331,22 +298,22 @@ NINJA_JWT = {
 }
 # Failed-login limit (app/accounts/ratelimit.py): N per client address and username per window seconds,
 # and N per username from all addresses together; then 429.
-LOGIN_RATE_LIMIT = env_int("TORCHWIRE_LOGIN_RATE_LIMIT", 10)
-LOGIN_RATE_LIMIT_PER_USERNAME = env_int("TORCHWIRE_LOGIN_RATE_LIMIT_PER_USERNAME", 10 * LOGIN_RATE_LIMIT)
-LOGIN_RATE_WINDOW = env_int("TORCHWIRE_LOGIN_RATE_WINDOW", 60)
-REALTIME_TICKET_SECONDS = 30
+LOGIN_RATE_LIMIT = CONFIG.login_rate_limit
+LOGIN_RATE_LIMIT_PER_USERNAME = CONFIG.login_rate_limit_per_username
+LOGIN_RATE_WINDOW = CONFIG.login_rate_window
+REALTIME_TICKET_SECONDS = CONFIG.realtime_ticket_seconds
 # Seconds a process may reuse an authenticated bearer credential without asking the database
 # (app/accounts/auth_cache.py); also how long another process may still accept a revoked one. 0 disables.
-AUTH_CACHE_SECONDS = float(env("TORCHWIRE_AUTH_CACHE_SECONDS", "5"))
+AUTH_CACHE_SECONDS = CONFIG.auth_cache_seconds
 # While the database is unreachable, cached credentials and model entries are used this many seconds past
 # their expiry (a JWT never past its own), so cached callers keep predicting; 0: refuse with 503 instead.
-DB_OUTAGE_STALE_SECONDS = float(env("TORCHWIRE_DB_OUTAGE_STALE_SECONDS", "300"))
+DB_OUTAGE_STALE_SECONDS = CONFIG.db_outage_stale_seconds
 # Browsers always send Origin on a websocket handshake; these are the origins they may come from, on
 # top of the ALLOWED_HOSTS on any scheme.
-WEBSOCKET_ALLOWED_ORIGINS = env_list("TORCHWIRE_WEBSOCKET_ALLOWED_ORIGINS", [])
+WEBSOCKET_ALLOWED_ORIGINS = CONFIG.websocket_allowed_origins
 
 # Request bodies (JSON calls; the upload endpoints stream to storage and have their own caps).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TORCHWIRE_MAX_JSON_BYTES", 8 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.max_json_bytes
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 LANGUAGE_CODE = "en-us"
@@ -355,9 +322,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT = CONFIG.static_root
 # nginx serves collected static files in production; otherwise the ASGI app serves them.
-SERVE_STATIC = env_bool("TORCHWIRE_SERVE_STATIC", not PRODUCTION)
+SERVE_STATIC = CONFIG.serve_static
 
 # Security headers; production turns the HTTPS ones on (TLS terminates at nginx).
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -366,17 +333,17 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_SSL_REDIRECT = CONFIG.secure_ssl_redirect
     SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^readyz\Z", r"^metrics\Z", r"^v2/health/"]
-    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_SECONDS = CONFIG.secure_hsts_seconds
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SECURE_HSTS_PRELOAD = CONFIG.secure_hsts_preload
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
 # Logging: one JSON object per line in production, readable lines otherwise.
-LOG_FORMAT = env("LOG_FORMAT", "json" if PRODUCTION else "text")
-LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOG_FORMAT = CONFIG.log_format
+LOG_LEVEL = CONFIG.log_level
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -408,4 +375,4 @@ LOGGING = {
 }
 
 # Readiness checks give up after this many seconds each.
-READINESS_TIMEOUT = float(env("TORCHWIRE_READINESS_TIMEOUT", "2"))
+READINESS_TIMEOUT = CONFIG.readiness_timeout

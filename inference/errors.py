@@ -1,14 +1,15 @@
 """Every exception the inference library raises on purpose.
 
-All derive from `InferenceError`. Each class carries `http_status`, the status an HTTP layer
-should answer with, so the mapping lives next to the meaning instead of in every view; `code`
-is a stable machine-readable name and `details` a JSON-serialisable dict for the response body.
-The library itself never speaks HTTP.
+All derive from `InferenceError`. Each class carries a `kind` (`ErrorKind`: what went wrong, in
+no protocol's terms), a stable machine-readable `code` and `details`, a JSON-serialisable dict.
+The library never speaks HTTP: each edge of the app maps a kind to its own answer once
+(app/core/edges.py: the REST envelope, V2, the websocket).
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
 # What torch's C++ errors and warnings say about the machine that built or runs them: a C++ backtrace, a
@@ -30,10 +31,25 @@ def public_message(text: str) -> str:
     return _PATH.sub("<path>", text)
 
 
+class ErrorKind(StrEnum):
+    """What kind of failure an error is, for the edge that answers it."""
+
+    INVALID = "invalid"  # the request does not fit the protocol or the model's signature
+    UNPROCESSABLE = "unprocessable"  # something the caller defined (architecture, artifact, data set) is unusable
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
+    OVERLOADED = "overloaded"  # `QueueFull`: retry after `retry_after_seconds`
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+
+
 class InferenceError(Exception):
     """``message`` goes to the caller as it is given, less what `public_message` removes."""
 
-    http_status: int = 500
+    kind: ErrorKind = ErrorKind.INTERNAL
     code: str = "inference_error"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
@@ -53,35 +69,35 @@ class InferenceError(Exception):
 class ArchitectureError(InferenceError):
     """Unknown architecture name or a config that does not match its schema."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_architecture"
 
 
 class SignatureError(InferenceError):
     """A signature definition is itself malformed."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_signature"
 
 
 class DatatypeError(InferenceError):
     """A datatype name that is unknown or deliberately unsupported (BYTES, BF16)."""
 
-    http_status = 400
+    kind = ErrorKind.INVALID
     code = "unsupported_datatype"
 
 
 class ArtifactError(InferenceError):
     """An artifact file is unreadable, of a refused kind, or does not match its architecture."""
 
-    http_status = 422
+    kind = ErrorKind.UNPROCESSABLE
     code = "invalid_artifact"
 
 
 class ArtifactForbidden(ArtifactError):
     """The artifact format executes code when loaded and code artifacts are not allowed here."""
 
-    http_status = 403
+    kind = ErrorKind.FORBIDDEN
     code = "artifact_forbidden"
 
     def __init__(self, message: str, *, reason: str, details: dict[str, Any] | None = None) -> None:
@@ -92,7 +108,7 @@ class ArtifactForbidden(ArtifactError):
 class InputError(InferenceError):
     """A request input does not satisfy the model signature."""
 
-    http_status = 400
+    kind = ErrorKind.INVALID
     code = "invalid_input"
 
     def __init__(self, input_name: str, message: str) -> None:
@@ -104,21 +120,21 @@ class InputError(InferenceError):
 class V2Error(InferenceError):
     """A request body that is not a valid Open Inference Protocol (V2) request."""
 
-    http_status = 400
+    kind = ErrorKind.INVALID
     code = "invalid_request"
 
 
 class DeviceError(InferenceError):
     """The configured device does not exist on this machine."""
 
-    http_status = 500
+    kind = ErrorKind.INTERNAL
     code = "device_unavailable"
 
 
 class QueueFull(InferenceError):
     """The batcher queue is at capacity; retry after `retry_after_seconds` (a Retry-After header)."""
 
-    http_status = 503
+    kind = ErrorKind.OVERLOADED
     code = "queue_full"
 
     def __init__(self, retry_after_seconds: float) -> None:
@@ -132,38 +148,38 @@ class QueueFull(InferenceError):
 class RequestTooLarge(InferenceError):
     """A single request holds more rows than the whole queue may ever hold."""
 
-    http_status = 413
+    kind = ErrorKind.TOO_LARGE
     code = "request_too_large"
 
 
 class DeadlineExceeded(InferenceError):
-    http_status = 504
+    kind = ErrorKind.TIMEOUT
     code = "deadline_exceeded"
 
 
 class BatchFailed(InferenceError):
     """The forward pass of the batch this request was part of raised."""
 
-    http_status = 500
+    kind = ErrorKind.INTERNAL
     code = "batch_failed"
 
 
 class ShuttingDown(InferenceError):
     """The model version is draining (shutdown, unload or hot swap) and takes no new work."""
 
-    http_status = 503
+    kind = ErrorKind.UNAVAILABLE
     code = "shutting_down"
 
 
 class ModelNotFound(InferenceError):
     """Raised by a pool loader (supplied by the app) for an unknown model or version."""
 
-    http_status = 404
+    kind = ErrorKind.NOT_FOUND
     code = "model_not_found"
 
 
 class ModelLoadError(InferenceError):
     """A known model version could not be loaded or warmed up."""
 
-    http_status = 500
+    kind = ErrorKind.INTERNAL
     code = "model_load_failed"

@@ -1,5 +1,5 @@
-"""The ``job:<id>`` and ``model:<name>`` topics: who may read them and what a ``reset`` snapshot holds.
-The rules are the app's own selectors, so a topic is readable exactly when the object is."""
+"""The ``job:<id>``, ``model:<name>`` and ``serving:<name>`` topics: who may read them and what a
+``reset`` snapshot holds. The rules are the app's own selectors, so a topic is readable exactly when the object is."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Any
 from app.accounts.models import User
 from app.core.db import db_async
 from app.core.errors import NotFound
+from app.jobs.models import Job
+from app.jobs.selectors import job_get, job_snapshot
+from app.registry.models import MlModel, ModelVersion
+from app.registry.selectors import model_get
+from app.serving import livestats, runtime
 from realtime.bus import parse_topic, publish
 from realtime.topics import register_topic
 
@@ -23,30 +28,21 @@ def _job_id(topic: str) -> int:
 
 
 def _job_readable(user: User, topic: str) -> bool:
-    from app.jobs.selectors import job_get
-
     job_get(user=user, job_id=_job_id(topic))
     return True
 
 
 def _job_snapshot(topic: str) -> dict[str, Any]:
-    from app.jobs.models import Job
-    from app.jobs.selectors import job_snapshot
-
     job = Job.objects.select_related("owner", "model", "dataset").filter(pk=_job_id(topic)).first()
     return {"job": job_snapshot(job=job) if job else None}
 
 
 def _model_readable(user: User, topic: str) -> bool:
-    from app.registry.selectors import model_get
-
     model_get(user=user, name=parse_topic(topic)[1])
     return True
 
 
 def _model_snapshot(topic: str) -> dict[str, Any]:
-    from app.registry.models import MlModel, ModelVersion
-
     model = MlModel.objects.filter(name=parse_topic(topic)[1]).first()
     if model is None:
         return {"model": None}
@@ -76,11 +72,11 @@ async def _publish_swap(name: str, type: str, data: dict[str, Any]) -> None:
 
 
 def register() -> None:
-    # Imported here like the selectors above: the serving runtime pulls in torch and the model pool.
-    from app.serving import runtime
 
     register_topic("job", authorize=_job_authorize, snapshot=_job_snapshot_async)
     register_topic("model", authorize=_model_authorize, snapshot=_model_snapshot_async)
+    # serving:<model>: live serving figures (app.serving.livestats), readable exactly when the model is.
+    register_topic("serving", authorize=livestats.topic_authorize, snapshot=livestats.topic_snapshot)
     if _publish_swap not in runtime.swap_observers:
         runtime.swap_observers.append(_publish_swap)
 

@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -38,9 +37,25 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.core.redis import get_redis
-from app.monitoring import metrics
 
 logger = logging.getLogger(__name__)
+
+class BusObserver:
+    """Statistics hooks, as `inference.batcher.BatchObserver`: the bus imports no metrics code. Called on
+    whatever thread or loop published; must be quick and must not raise."""
+
+    def published(self, topic: str) -> None:
+        """After an event is appended to ``topic``'s log (once per event, however often it is retried)."""
+
+
+_observer = BusObserver()
+
+
+def set_observer(observer: BusObserver) -> None:
+    """Installs the process's observer (app.monitoring does, when Django's apps are ready)."""
+    global _observer
+    _observer = observer
+
 
 EVENT_MESSAGE = "bus.event"
 # Control messages share the `type` field with events; an event may not take one of their names.
@@ -51,28 +66,23 @@ TOPIC_RE = re.compile(r"(?P<prefix>[a-z][a-z0-9_]{0,31}):(?P<key>[^\s{}\x00-\x1f
 TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
 
 
-def int_setting(name: str, env_name: str, default: int) -> int:
-    """A Django setting when defined, else the environment variable, else the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(env_name) or default
-    return int(value)
+def int_setting(name: str, *_legacy: object) -> int:
+    """The Django setting ``name`` (defaults and the environment: app/config.py). Extra arguments, the
+    variable and default older callers still pass, are ignored."""
+    return int(getattr(settings, name))
 
 
-def float_setting(name: str, env_name: str, default: float) -> float:
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(env_name) or default
-    return float(value)
+def float_setting(name: str, *_legacy: object) -> float:
+    return float(getattr(settings, name))
 
 
 def log_maxlen() -> int:
-    return int_setting("EVENT_LOG_MAXLEN", "TORCHWIRE_EVENT_LOG_MAXLEN", 10_000)
+    return int(settings.EVENT_LOG_MAXLEN)
 
 
 def log_ttl_seconds() -> int:
     """An idle topic's keys expire this long after its last event (the next one starts a new epoch)."""
-    return int_setting("EVENT_LOG_RETENTION_DAYS", "TORCHWIRE_EVENT_LOG_RETENTION_DAYS", 7) * 86_400
+    return int(settings.EVENT_LOG_RETENTION_DAYS) * 86_400
 
 
 # The shared client's pool raises, rather than waits, past 100 connections; a burst of subscribes (a
@@ -259,7 +269,7 @@ def _published(topic: str, type: str, data_json: str, reply: list[Any]) -> Event
     seq, ts_ms, epoch, seen = reply
     epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
     if not int(seen):
-        metrics.event_published(topic)
+        _observer.published(topic)
     return Event.build(topic=topic, type=type, seq=int(seq), epoch=epoch, ts_ms=int(ts_ms), data_json=data_json)
 
 

@@ -13,11 +13,10 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from app.core.errors import STATUS_CODES, ApiError
+from app.core.edges import ws_error
 from app.monitoring import metrics, recording
 from app.serving import calls, runtime
 from inference import jsonio, v2
-from inference.errors import InferenceError
 
 logger = logging.getLogger(__name__)
 
@@ -217,14 +216,8 @@ class InferConsumer(AuthenticatedConsumer):
             body, _ = v2.encode_infer_response(model, str(served), request_id, {n: outputs[n] for n in names}, False)
             body, _ = recording.with_prediction_id(body, None, seen.prediction_id)
             await self._send_text(body.decode())
-        except InferenceError as exc:
-            await self._reply({"id": request_id, "code": exc.code, "error": exc.message})
-        except ApiError as exc:
-            code = exc.code or STATUS_CODES.get(exc.status, "error")
-            await self._reply({"id": request_id, "code": code, "error": exc.message})
-        except Exception:
-            logger.exception("unhandled error answering websocket request %r", request_id)
-            await self._reply({"id": request_id, "code": "internal_error", "error": "internal server error"})
+        except Exception as exc:
+            await self._reply(ws_error(exc, request_id=request_id, where=f"websocket request {request_id!r}"))
 
     async def _reply(self, content: dict[str, Any]) -> None:
         await self._send_text(json.dumps(content, separators=(",", ":")))

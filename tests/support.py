@@ -94,7 +94,9 @@ def start_uvicorn(env: Mapping[str, str | None] | None = None, *, ready_path: st
 
 
 def start_celery_worker(env: Mapping[str, str | None] | None = None, *, hostname: str = "test-worker@%h",
-                        timeout: float = 60, log: Path | None = None) -> subprocess.Popen[bytes]:
+                        timeout: float = 60, log: Path | None = None,
+                        extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """``extra``: more `celery worker` options; the last ``--pool`` given wins."""
     import redis
 
     log = log or RUN_DIR / "celery-worker.log"
@@ -102,7 +104,8 @@ def start_celery_worker(env: Mapping[str, str | None] | None = None, *, hostname
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-l", "INFO", "-c", "1",
-             "--pool", "prefork", f"--hostname={hostname}", "-Q", "default", "--without-gossip", "--without-mingle"],
+             "--pool", "prefork", f"--hostname={hostname}", "-Q", "default", "--without-gossip", "--without-mingle",
+             *(extra or [])],
             cwd=ROOT,
             env=full_env,
             stdout=fh,

@@ -6,8 +6,16 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
+from celery.signals import (
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
+from app.core.logging import request_id_var
 from app.monitoring import celery_metrics
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
@@ -40,10 +48,33 @@ def _beat_schedule(sender: Celery, **_: Any) -> None:
     sender.conf.beat_schedule = _schedule()
 
 
+def _apply_train_threads() -> None:
+    import torch  # here, not at module level: the web processes import this module too
+    from django.conf import settings
+
+    torch.set_num_threads(settings.TRAIN_THREADS)
+
+
+@worker_init.connect
+def _train_threads_main(sender: Any = None, **_: Any) -> None:
+    """The solo and threads pools run tasks in the worker's main process. A prefork parent runs no task;
+    each of its pool processes applies the setting as it starts (below)."""
+    # pool_cls is still the name given (``prefork``, ``solo``, ...) or a class from the prefork module.
+    if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
+        _apply_train_threads()
+
+
+@worker_process_init.connect
+def _train_threads_child(**_: Any) -> None:
+    """Each prefork pool process, as it starts (before its first task)."""
+    _apply_train_threads()
+
+
 @worker_ready.connect
 def _reap_on_start(sender: Any = None, **_: Any) -> None:
     """A worker that starts after a crash picks up jobs whose lease ran out without waiting for beat."""
     try:
+        # Here, not at the top: this module is imported before Django's app registry is ready.
         from app.jobs.services import job_reap_expired
 
         job_reap_expired()
@@ -56,8 +87,6 @@ def _reap_on_start(sender: Any = None, **_: Any) -> None:
 @before_task_publish.connect
 def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Carries the request id of the dispatching request into the task, for log correlation."""
-    from app.core.logging import request_id_var
-
     if headers is not None and "request_id" not in headers:
         request_id = request_id_var.get()
         if request_id != "-":
@@ -69,8 +98,6 @@ _tokens: dict[str, Any] = {}
 
 @task_prerun.connect
 def _bind_request_id(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    from app.core.logging import request_id_var
-
     request_id = getattr(task.request, "request_id", None) if task is not None else None
     if task_id:
         _tokens[task_id] = request_id_var.set(request_id or f"task-{task_id}")
@@ -78,8 +105,6 @@ def _bind_request_id(task_id: str | None = None, task: Any = None, **_: Any) -> 
 
 @task_postrun.connect
 def _unbind_request_id(task_id: str | None = None, **_: Any) -> None:
-    from app.core.logging import request_id_var
-
     token = _tokens.pop(task_id or "", None)
     if token is not None:
         request_id_var.reset(token)

@@ -13,6 +13,7 @@ from .schemas import (
     ApiKeyCreateIn,
     ApiKeyOut,
     MeOut,
+    TicketOut,
     TokenObtainIn,
     TokenPairOut,
     TokenRefreshIn,
@@ -86,7 +87,7 @@ class MeController(Controller):
 
 @api_controller("/realtime", tags=["realtime"], auth=bearer_auth)
 class RealtimeTicketController(Controller):
-    @route.post("/tickets", response={201: dict}, summary="A single-use websocket ticket, valid 30 seconds")
+    @route.post("/tickets", response={201: TicketOut}, summary="A single-use websocket ticket, valid 30 seconds")
     async def ticket(self) -> tuple[int, dict[str, object]]:
         principal = principal_of(self.http_request)
         ticket = await ticket_issue(principal=principal)

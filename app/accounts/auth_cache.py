@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from app.core import invalidation
 from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outage
 
 from .services import Principal, credential_authenticate
@@ -138,3 +139,6 @@ def forget_all() -> None:
     _generation = next(_generations)
     _entries.clear()
     _inflight.clear()
+
+
+invalidation.on_change(invalidation.CREDENTIALS, lambda _key: forget_all())

@@ -35,6 +35,11 @@ class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The full key. Shown once: store it now.")
 
 
+class TicketOut(Schema):
+    ticket: str
+    expires_in: int = Field(description="Seconds the ticket stays valid")
+
+
 class MeOut(Schema):
     username: str
     email: str

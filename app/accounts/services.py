@@ -20,6 +20,7 @@ from ninja_jwt.exceptions import TokenError
 from ninja_jwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from ninja_jwt.tokens import RefreshToken
 
+from app.core import invalidation
 from app.core.errors import Invalid, NotFound, Unauthorized
 
 from .models import ApiKey, Role, User
@@ -50,6 +51,10 @@ def user_create(*, username: str, password: str | None, role: Role | str = Role.
     except ValidationError as exc:
         raise Invalid(f"invalid username {username!r}: {exc.messages[0]}",
                       details=[{"loc": ["username"], "msg": "invalid"}]) from exc
+    limit = User._meta.get_field("username").max_length or 150
+    if len(username) > limit:
+        raise Invalid(f"a username has at most {limit} characters",
+                      details=[{"loc": ["username"], "msg": f"at most {limit} characters"}])
     if User.objects.filter(username=username).exists():
         raise Invalid(f"user {username!r} already exists", details=[{"loc": ["username"], "msg": "taken"}])
     user = User(username=username, email=email, role=Role(role))
@@ -107,9 +112,7 @@ def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
 
 def _forget_principals_on_commit() -> None:
     """This process's cached principals go when the change commits (``update()`` sends no signal)."""
-    from .auth_cache import forget_all
-
-    transaction.on_commit(forget_all)
+    invalidation.changed_on_commit(invalidation.CREDENTIALS)
 
 
 def api_key_revoke(*, user: User, prefix: str) -> ApiKey:

@@ -3,7 +3,7 @@
 The statuses every operation of a kind can answer are added here, in one place, from what the operation
 takes (`common_errors`): 401 behind bearer auth, 404 with a path parameter, 422 with any parameter or body,
 413 with a body, 400 with a multipart body. What only some routes answer (403 role checks, 409 conflicts,
-429, 503, 504) each route names next to its success response: ``response={201: ModelOut, **errors(403, 409)}``.
+429, 503, 504, 507) each route names next to its success response: ``response={201: ModelOut, **errors(403, 409)}``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ DESCRIPTIONS = {
     429: "Too many requests; retry after `Retry-After` seconds",
     503: "Temporarily unable to serve (queue full, draining, a dependency down); retry after `Retry-After`",
     504: "The request's deadline passed before it was served",
+    507: "The server's storage is full; nothing was stored (`insufficient_storage`)",
 }
 
 
@@ -76,7 +77,31 @@ def common_errors(operation: Operation) -> set[int]:
     return statuses
 
 
+JSON_QUERY = "x-json-query"
+
+
+def json_query(**schemas: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose named query parameters carry JSON (``?config={"a":1}``):
+    the document declares them with ``content: application/json`` and these schemas, so clients and
+    fuzzers send JSON there rather than any string."""
+    return {JSON_QUERY: schemas}
+
+
 class _Schema(OpenAPISchema):
+    def operation_parameters(self, operation: Operation) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().operation_parameters(operation)
+        as_json = (operation.openapi_extra or {}).get(JSON_QUERY, {})
+        for parameter in parameters:
+            if parameter["in"] == "query" and parameter["name"] in as_json:
+                del parameter["schema"]
+                parameter["content"] = {"application/json": {"schema": as_json[parameter["name"]]}}
+        return parameters
+
+    def operation_details(self, operation: Operation) -> dict[str, Any]:
+        details: dict[str, Any] = super().operation_details(operation)
+        details.pop(JSON_QUERY, None)  # said in the parameters themselves
+        return details
+
     def responses(self, operation: Operation) -> dict[int, Any]:
         result = super().responses(operation)
         for status in sorted(common_errors(operation) | {s for s in result if s >= 400}):

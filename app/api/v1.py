@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from django.core.exceptions import (
     BadRequest,
@@ -23,15 +22,17 @@ from ninja_extra.exceptions import APIException
 from app.accounts.api import ApiKeyController, AuthController, MeController, RealtimeTicketController
 from app.api.openapi import TorchwireAPI
 from app.api.parsing import JsonParser
-from app.core.db import DatabaseUnavailable, quiet, unavailable_error
+from app.core.db import quiet
+from app.core.edges import rest_error
 from app.core.errors import ApiError, error_response
+from app.core.storage import StorageFull
 from app.datasets.api import DatasetController
 from app.jobs.api import JobController
 from app.monitoring.api import MonitoringController, MonitoringOverviewController
 from app.registry.api import ArchitectureController, ModelController
 from app.serving.api import PredictController
 from app.system.api import SystemController
-from inference.errors import InferenceError, QueueFull
+from inference.errors import InferenceError
 
 logger = logging.getLogger("app.api")
 
@@ -62,10 +63,6 @@ api.register_controllers(
     MonitoringOverviewController,
 )
 
-# Inference errors a caller caused are 422 here (the V2 endpoints answer 400, as that protocol says).
-CLIENT_INFERENCE_ERRORS = {"invalid_input", "unsupported_datatype", "invalid_request"}
-
-
 def _loc(loc: object) -> list[object]:
     return list(loc) if isinstance(loc, list | tuple) else [loc]
 
@@ -89,24 +86,17 @@ def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse
 
 
 @api.exception_handler(ApiError)
-def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
-    response = error_response(exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
-    if isinstance(exc, DatabaseUnavailable):
-        quiet(response)
-    return response
-
-
-def inference_error_response(exc: InferenceError) -> HttpResponse:
-    status = 422 if exc.code in CLIENT_INFERENCE_ERRORS else exc.http_status
-    headers = {}
-    if isinstance(exc, QueueFull):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
-    return error_response(status, exc.message, code=exc.code, details=exc.details or None, headers=headers)
-
-
 @api.exception_handler(InferenceError)
-def _inference_error(request: HttpRequest, exc: InferenceError) -> HttpResponse:
-    return inference_error_response(exc)
+def _known_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return rest_error(exc, where=f"{request.method} {request.path}")
+
+
+@api.exception_handler(StorageFull)
+def _storage_full(request: HttpRequest, exc: StorageFull) -> HttpResponse:
+    # The operator's problem, not a bug: one line, no traceback (Django's own 5xx log line is skipped).
+    logger.warning("storage full (%s): %s %s stored nothing", exc.reason, request.method, request.path)
+    return quiet(error_response(507, "the server's storage is full; nothing was stored, retry later",
+                                code="insufficient_storage", details={"reason": exc.reason}))
 
 
 @api.exception_handler(AuthenticationError)
@@ -160,7 +150,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         cause = exc.__cause__
         if isinstance(cause, ApiError):  # the parser refused the body for a reason of its own
-            return _api_error(request, cause)
+            return rest_error(cause, where=f"{request.method} {request.path}")
         detail = f": {cause}" if isinstance(cause, ValueError) else ""
         return error_response(422, f"request body is not valid JSON{detail}", code="invalid_json")
     return error_response(exc.status_code, str(exc))
@@ -175,7 +165,4 @@ def _extra_error(request: HttpRequest, exc: APIException) -> HttpResponse:
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     """A bug: 500 and the traceback. Except the database being unreachable (Django's OperationalError
     and friends, from any ORM call): 503 with Retry-After, logged once per outage by app.core.db."""
-    if (unavailable := unavailable_error(exc)) is not None:
-        return _api_error(request, unavailable)
-    logger.exception("unhandled error on %s %s", request.method, request.path)
-    return error_response(500, "internal server error; quote the X-Request-ID header when reporting it")
+    return rest_error(exc, where=f"{request.method} {request.path}")

@@ -21,6 +21,7 @@ STATUS_CODES = {
     502: "bad_gateway",
     503: "unavailable",
     504: "timeout",
+    507: "insufficient_storage",
 }
 
 

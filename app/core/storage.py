@@ -7,13 +7,15 @@ bytes stream through, so callers can record them and verify on every later read.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +37,29 @@ class ObjectTooLarge(StorageError):
 
 class ObjectNotFound(StorageError):
     pass
+
+
+class StorageFull(StorageError):
+    """The storage has no space (ENOSPC) or the quota is spent (EDQUOT). Nothing of the object was kept."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"storage is full ({reason}); {key!r} was not stored")
+        self.key = key
+        self.reason = reason
+
+
+_FULL = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
+
+
+@contextmanager
+def _full_is_storage_full(key: str) -> Iterator[None]:
+    """Turns running out of space into StorageFull, which the API answers 507 and jobs report plainly."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFull(key, _FULL[exc.errno]) from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -92,14 +117,16 @@ class Storage(Protocol):
         ...
 
 
-async def _spool(chunks: AsyncIterable[bytes], max_bytes: int | None, directory: Path | None) -> tuple[Path, int, str]:
+async def _spool(chunks: AsyncIterable[bytes], max_bytes: int | None, directory: Path | None,
+                 key: str) -> tuple[Path, int, str]:
     """Writes chunks to a temporary file, hashing as it goes; removes the file on any failure."""
-    fd, name = tempfile.mkstemp(prefix=".upload-", dir=directory)
+    with _full_is_storage_full(key):
+        fd, name = tempfile.mkstemp(prefix=".upload-", dir=directory)
     tmp = Path(name)
     digest = hashlib.sha256()
     size = 0
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with _full_is_storage_full(key), os.fdopen(fd, "wb") as fh:
             async for chunk in chunks:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
@@ -132,8 +159,9 @@ class LocalStorage:
 
     async def save(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> StoredObject:
         dest = self._path(key)
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        tmp, size, sha = await _spool(chunks, max_bytes, dest.parent)
+        with _full_is_storage_full(key):
+            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        tmp, size, sha = await _spool(chunks, max_bytes, dest.parent, key)
         await asyncio.to_thread(os.replace, tmp, dest)
         return StoredObject(key=key, size=size, sha256=sha)
 
@@ -141,10 +169,16 @@ class LocalStorage:
         dest = self._path(key)
 
         def copy() -> tuple[int, str]:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            # A partial copy stays under a dot-name (never listed, never at ``dest``) and is removed on failure.
             tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
+            try:
+                with _full_is_storage_full(key):
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, tmp)
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             return _hash_file(dest)
 
         size, sha = await asyncio.to_thread(copy)
@@ -190,9 +224,10 @@ class LocalStorage:
 
     async def check(self) -> None:
         def probe() -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
-                pass
+            with _full_is_storage_full(".ready"):
+                self.root.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
+                    pass
 
         await asyncio.to_thread(probe)
 
@@ -229,7 +264,7 @@ class S3Storage:
 
     async def save(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> StoredObject:
         s3_key = self._key(key)
-        tmp, size, sha = await _spool(chunks, max_bytes, None)
+        tmp, size, sha = await _spool(chunks, max_bytes, None, key)
         try:
             async with self._client() as s3:
                 await s3.upload_file(str(tmp), self.bucket, s3_key, ExtraArgs={"Metadata": {"sha256": sha}})

@@ -10,13 +10,14 @@ from django.conf import settings
 from ninja import File, Query, Schema
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
+from pydantic import Field
 
 from app.accounts.models import Role
 from app.api.auth import Controller, bearer_auth, role_before_body
 from app.api.openapi import errors
 from app.core.errors import PayloadTooLarge
 from app.core.storage import get_storage
-from inference.tabular import preview
+from tabular.profiling import preview
 
 from . import selectors, services
 from .models import Dataset
@@ -31,6 +32,12 @@ class DatasetOut(Schema):
     row_count: int
     columns: list[dict[str, Any]]
     created_at: datetime
+
+
+class DatasetPreviewOut(Schema):
+    id: int
+    columns: list[str]
+    rows: list[dict[str, str]] = Field(description="The first rows: raw (stripped) strings keyed by column")
 
 
 def dataset_out(dataset: Dataset) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def _upload_path(upload: UploadedFile) -> tuple[Path, bool]:
 
 @api_controller("/datasets", tags=["datasets"], auth=bearer_auth)
 class DatasetController(Controller):
-    @route.post("", response={201: DatasetOut, **errors(403)}, summary="Upload a CSV (multipart field `file`)",
+    @route.post("", response={201: DatasetOut, **errors(403, 507)}, summary="Upload a CSV (multipart field `file`)",
                 permissions=[role_before_body(Role.MEMBER)])
     async def upload(self, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
         if file.size is not None and file.size > settings.MAX_DATASET_BYTES:
@@ -83,7 +90,7 @@ class DatasetController(Controller):
         dataset = await sync_to_async(selectors.dataset_get)(user=self.caller, dataset_id=dataset_id)
         return await sync_to_async(dataset_out)(dataset)
 
-    @route.get("/{dataset_id}/preview", summary="The first rows")
+    @route.get("/{dataset_id}/preview", response=DatasetPreviewOut, summary="The first rows")
     async def preview(self, dataset_id: int, rows: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
         dataset = await sync_to_async(selectors.dataset_get)(user=self.caller, dataset_id=dataset_id)
         fd, name = tempfile.mkstemp(prefix="tw-preview-", suffix=".csv")

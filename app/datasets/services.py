@@ -13,7 +13,7 @@ from app.accounts.models import Role, User
 from app.core.errors import Forbidden, Invalid
 from app.core.storage import get_storage
 from inference.errors import InferenceError
-from inference.tabular import profile_csv
+from tabular.profiling import profile_csv
 
 from .models import Dataset
 

@@ -2,7 +2,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
-from ninja import Schema
+from ninja import Query, Schema
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -13,6 +13,7 @@ from app.core.db import db_async
 from app.core.errors import NotFound
 from app.core.storage import get_storage
 from app.registry.services import NAME_RE
+from realtime.sse import sse_response
 
 from . import selectors, services
 from .models import Job, JobKind, JobState
@@ -30,6 +31,14 @@ class Hyperparameters(Input):
     val_fraction: float | None = Field(default=None, gt=0, lt=1)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    test_fraction: float | None = Field(
+        default=None, ge=0, lt=1, description="rows held out to score the model (0: score on validation)")
+    min_count: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="categorical values seen fewer times share the unknown slot")
+    onehot_max: int | None = Field(
+        default=None, ge=0, le=1000, description="categoricals with at most this many values are one-hot, not embedded")
+    max_categories: int | None = Field(
+        default=None, ge=0, le=100_000, description="keep only the most frequent values of a categorical (0: all)")
 
 
 class TrainIn(Input):
@@ -42,6 +51,29 @@ class TrainIn(Input):
     features: list[str] | None = Field(default=None, max_length=10_000)
     hyperparameters: Hyperparameters | None = None
     promote: bool = False
+    tune: bool = Field(default=False, description="search a few learning rates and widths around the "
+                       "hyperparameters; the one with the best validation loss is registered")
+    time_limit_s: float | None = Field(default=None, ge=1, le=86_400,
+                                       description="the search's time budget in seconds (required with tune)")
+
+
+class JobOut(Schema):
+    """A job as a client sees it (`selectors.job_snapshot`, also the snapshot of a realtime ``reset``)."""
+
+    id: int
+    kind: str
+    state: str
+    params: Any
+    progress: Any
+    result: Any
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    model: str | None
+    dataset_id: int | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
 
 
 class BatchPredictIn(Input):
@@ -95,7 +127,7 @@ def _reload(job: Job) -> dict[str, Any]:
 
 @api_controller("/jobs", tags=["jobs"], auth=bearer_auth)
 class JobController(Controller):
-    @route.post("/train", response={201: dict, **errors(403, 404, 409)}, summary="Train a tabular model on a dataset")
+    @route.post("/train", response={201: JobOut, **errors(403, 404, 409)}, summary="Train a tabular model on a dataset")
     async def train(self, payload: TrainIn) -> tuple[int, dict[str, Any]]:
         hyper = payload.hyperparameters.model_dump(exclude_none=True) if payload.hyperparameters else {}
 
@@ -103,13 +135,13 @@ class JobController(Controller):
             job = services.job_train_create(
                 owner=self.caller, dataset_id=payload.dataset_id, target=payload.target, task=payload.task,
                 model_name=payload.model_name, features=payload.features, hyperparameters=hyper,
-                promote=payload.promote,
+                promote=payload.promote, tune=payload.tune, time_limit_s=payload.time_limit_s,
             )
             return _reload(job)
 
         return 201, await sync_to_async(run)()
 
-    @route.post("/batch-predict", response={201: dict, **errors(403, 404)},
+    @route.post("/batch-predict", response={201: JobOut, **errors(403, 404)},
                 summary="Predict every row of a dataset into a CSV")
     async def batch_predict(self, payload: BatchPredictIn) -> tuple[int, dict[str, Any]]:
         def run() -> dict[str, Any]:
@@ -120,14 +152,15 @@ class JobController(Controller):
         return 201, await sync_to_async(run)()
 
     @route.get("", summary="The caller's jobs, newest first")
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_jobs(self, state: JobState | None = None,
+                        limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
-            jobs = selectors.job_list(user=self.caller, state=state)[: max(1, min(limit, 1000))]
+            jobs = selectors.job_list(user=self.caller, state=state)[:limit]
             return [_out(j) for j in jobs]
 
         return await sync_to_async(run)()
 
-    @route.get("/{job_id}", summary="A job: state, progress, result, error")
+    @route.get("/{job_id}", response=JobOut, summary="A job: state, progress, result, error")
     async def get_job(self, job_id: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             return _out(selectors.job_get(user=self.caller, job_id=job_id))
@@ -143,7 +176,8 @@ class JobController(Controller):
 
         return await sync_to_async(run)()
 
-    @route.post("/{job_id}/cancel", response={200: dict, **errors(403, 409)}, summary="Cancel a queued or running job")
+    @route.post("/{job_id}/cancel", response={200: JobOut, **errors(403, 409)},
+                summary="Cancel a queued or running job")
     async def cancel(self, job_id: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             job = selectors.job_get(user=self.caller, job_id=job_id)
@@ -168,6 +202,5 @@ class JobController(Controller):
     async def events(self, job_id: int):  # no return annotation: ninja-extra would make it the schema
         # db_async, not sync_to_async: the stream must not keep this request's pooled connection.
         await db_async(selectors.job_get)(user=self.caller, job_id=job_id)
-        from realtime.sse import sse_response
 
         return await sse_response(self.http_request, topic=f"job:{job_id}", user=self.caller)

@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.core.storage import ObjectNotFound, get_storage
-from inference.training import Checkpoint, CheckpointError
+from app.core.storage import ObjectNotFound, StorageFull, get_storage
+from tabular.training import Checkpoint, CheckpointError
 
 from .models import Job
 
 logger = logging.getLogger(__name__)
+
+# Jobs of this process already told to be without checkpoints for want of space.
+_full_warned: set[int] = set()
 
 
 @contextmanager
@@ -58,6 +61,12 @@ def job_checkpoint_save(*, job: Job, checkpoint: Checkpoint) -> bool:
         try:
             path.write_bytes(checkpoint.to_bytes())
             asyncio.run(get_storage().save_file(job.checkpoint_key, path))
+        except StorageFull as exc:
+            if job.pk not in _full_warned:  # once per job, not once per epoch
+                _full_warned.add(job.pk)
+                logger.warning("job %s: could not store the checkpoint of epoch %s (%s); training goes on",
+                               job.pk, checkpoint.epoch, exc.reason)
+            return False
         except Exception:
             logger.exception("job %s: could not store the checkpoint of epoch %s", job.pk, checkpoint.epoch)
             return False

@@ -22,15 +22,29 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from django.conf import settings
 from django.db import close_old_connections
 
 from app.core.csvfile import csv_writer
 from app.core.errors import ApiError
-from app.core.storage import get_storage
+from app.core.storage import StorageFull, get_storage
 from app.registry.models import ModelVersion, Stage
 from app.registry.services import model_version_create
 from inference.errors import InferenceError
+from inference.formats import load_module, sha256_file
+from tabular.profiling import DatasetProfile, iter_rows, read_columns
+from tabular.training import (
+    Checkpoint,
+    CheckpointError,
+    EpochReport,
+    TrainingCancelled,
+    TrainResult,
+    format_predictions,
+    train_tabular,
+)
+from tabular.tuning import tune_tabular
 
 from . import services
 from .checkpoints import job_checkpoint_delete, job_checkpoint_load, job_checkpoint_save
@@ -107,6 +121,13 @@ def _attempt(job: Job, lease: Lease) -> str:
         lease.call(lambda: services.job_fail(job=job, worker=worker, error=reason),
                    what="recording the failure")
         return "failed"
+    except StorageFull as exc:
+        # Nothing half-written was kept and no version or output row names it; the owner can resubmit
+        # once the operator frees space.
+        logger.warning("job %s failed: %s", job.pk, exc)
+        full = f"{exc}; the job stored nothing: submit it again once the storage has space"
+        lease.call(lambda: services.job_fail(job=job, worker=worker, error=full), what="recording the failure")
+        return "failed"
     except Exception as exc:
         logger.exception("job %s failed", job.pk)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -132,18 +153,6 @@ def _cancel_check(job: Job, lease: Lease) -> bool:
 
 
 def _train(job: Job, lease: Lease) -> str:
-    import safetensors.torch
-
-    from inference.tabular import DatasetProfile, read_columns
-    from inference.training import (
-        Checkpoint,
-        CheckpointError,
-        EpochReport,
-        TrainingCancelled,
-        TrainResult,
-        train_tabular,
-    )
-
     worker = lease.worker
     params = job.params
     assert job.dataset is not None and job.model is not None, "training jobs have a dataset and a model"
@@ -176,6 +185,17 @@ def _train(job: Job, lease: Lease) -> str:
         lease.check()  # a worker that lost the job must not overwrite the new attempt's checkpoint
         job_checkpoint_save(job=job, checkpoint=checkpoint)
 
+    if params.get("tune"):
+        # A search does not checkpoint (tabular.tuning): a restarted job searches again from trial 0.
+        try:
+            trained = tune_tabular(columns, profile, target=params["target"], task=params["task"], features=features,
+                                   hyperparameters=params.get("hyperparameters") or {},
+                                   time_limit_s=float(params["time_limit_s"]), on_epoch=on_epoch,
+                                   should_cancel=lambda: _cancel_check(job, lease))
+        except TrainingCancelled as exc:
+            raise _Cancelled from exc
+        return _register(job, lease, trained)
+
     resume = job_checkpoint_load(job=job)
     if resume is not None:
         logger.info("job %s: attempt %s resumes after epoch %s", job.pk, job.attempts, resume.epoch)
@@ -199,6 +219,16 @@ def _train(job: Job, lease: Lease) -> str:
             trained = train(None)
     except TrainingCancelled as exc:
         raise _Cancelled from exc
+    return _register(job, lease, trained)
+
+
+def _register(job: Job, lease: Lease, trained: TrainResult) -> str:
+    """Store the trained weights and register the version, once per job."""
+    import safetensors.torch  # imported where used, as the runner's other training imports are
+
+    worker = lease.worker
+    params = job.params
+    assert job.model is not None
     if lease.call(lambda: services.job_cancel_requested(job=job), what="checking for cancellation"):
         raise _Cancelled
 
@@ -227,13 +257,6 @@ def _train(job: Job, lease: Lease) -> str:
 
 
 def _batch_predict(job: Job, lease: Lease) -> str:
-    import numpy as np
-    import torch
-
-    from inference.formats import load_module, sha256_file
-    from inference.tabular import DatasetProfile, iter_rows
-    from inference.training import format_predictions
-
     assert job.dataset is not None and job.model is not None
     version = lease.call(
         lambda: ModelVersion.objects.select_related("model").get(model=job.model, number=job.params["version"]),

@@ -23,7 +23,8 @@ from app.registry.models import MlModel, ModelVersion, Stage, Visibility
 from app.registry.selectors import model_can_manage, model_get, model_version_get
 from app.registry.services import model_name_check, model_name_taken
 from inference.errors import InferenceError
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
+from tabular.training import Hyperparameters, TrainingError
 
 from .events import job_event_emit
 from .models import TERMINAL_STATES, Job, JobKind, JobMetric, JobState
@@ -32,6 +33,7 @@ TASKS = {JobKind.TRAIN: "workers.tasks.train_job_task", JobKind.BATCH_PREDICT: "
 TASKS_PREDICTABLE = ("classification", "regression")
 HYPERPARAMETERS = {
     "hidden", "epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "dropout",
+    "test_fraction", "min_count", "onehot_max", "max_categories",
 }
 
 
@@ -58,6 +60,8 @@ def job_train_create(
     features: list[str] | None = None,
     hyperparameters: dict[str, Any] | None = None,
     promote: bool = False,
+    tune: bool = False,
+    time_limit_s: float | None = None,
 ) -> Job:
     if not owner.has_role(Role.MEMBER):
         raise Forbidden("running jobs needs the member role or higher")
@@ -81,12 +85,14 @@ def job_train_create(
     unknown_h = sorted(set(hyper) - HYPERPARAMETERS)
     if unknown_h:
         raise _field_error("hyperparameters", f"unknown keys: {', '.join(unknown_h)}")
-    from inference.training import Hyperparameters, TrainingError
-
     try:
         hyper = Hyperparameters.from_dict(hyper).to_dict()
     except TrainingError as exc:
         raise _field_error("hyperparameters", exc.message) from exc
+    if tune and time_limit_s is None:
+        raise _field_error("time_limit_s", "a search needs a time limit (seconds)")
+    if time_limit_s is not None and not tune:
+        raise _field_error("time_limit_s", "only a search (tune: true) takes a time limit")
     model_name_check(name=model_name, field="model_name")
 
     with transaction.atomic():
@@ -98,7 +104,8 @@ def job_train_create(
             model=model,
             request_id=request_id_var.get(),
             params={"dataset_id": dataset.pk, "target": target, "task": task, "model_name": model_name,
-                    "features": features, "hyperparameters": hyper, "promote": promote},
+                    "features": features, "hyperparameters": hyper, "promote": promote,
+                    **({"tune": True, "time_limit_s": time_limit_s} if tune else {})},
         )
         job_event_emit(job=job, type="queued", data={"model": model_name})
         _dispatch_on_commit(job)

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from ninja import Query
+from ninja import Query, Schema
 from ninja_extra import api_controller, route
 from pydantic import ConfigDict, Field
 
@@ -44,6 +44,23 @@ class FeedbackIn(Input):
     row: int | None = Field(default=None, ge=0)
     label: Any = None
     items: list[FeedbackItemIn] | None = Field(default=None, min_length=1, max_length=MAX_FEEDBACK_ITEMS)
+
+
+class ConfigOverridesOut(Schema):
+    sample_rate: float | None
+    drift_threshold: float | None
+
+
+class MonitoringConfigOut(Schema):
+    """The effective settings, and which the model overrides (null: the deployment default)."""
+
+    sample_rate: float
+    drift_threshold: float
+    overrides: ConfigOverridesOut
+
+
+class FeedbackOut(Schema):
+    recorded: int = Field(description="How many recorded rows were labelled")
 
 
 class MonitoringConfigIn(Input):
@@ -117,17 +134,18 @@ class MonitoringController(Controller):
                       version: int | None = None) -> list[dict[str, Any]]:
         return await sync_to_async(_reports)(self.caller, name, limit, version)
 
-    @route.get("/{name}/monitoring/config", response=dict, summary="Sample rate and drift threshold of a model")
+    @route.get("/{name}/monitoring/config", response=MonitoringConfigOut,
+               summary="Sample rate and drift threshold of a model")
     async def get_config(self, name: str) -> dict[str, Any]:
         return await sync_to_async(_config)(self.caller, name)
 
-    @route.patch("/{name}/monitoring/config", response={200: dict, **errors(403)},
+    @route.patch("/{name}/monitoring/config", response={200: MonitoringConfigOut, **errors(403)},
                  summary="Set (or with null reset to the default) the sample rate and drift threshold")
     async def patch_config(self, name: str, payload: MonitoringConfigIn) -> dict[str, Any]:
         changes = payload.model_dump(exclude_unset=True)
         return await sync_to_async(_config_update)(self.caller, name, changes)
 
-    @route.post("/{name}/feedback", response={200: dict, **errors(403)},
+    @route.post("/{name}/feedback", response={200: FeedbackOut, **errors(403)},
                 summary="Ground truth for recorded predictions (all or nothing)")
     async def feedback(self, name: str, payload: FeedbackIn) -> dict[str, Any]:
         items = _feedback_items(payload)
@@ -154,8 +172,5 @@ class MonitoringOverviewController(Controller):
 
     @route.get("/alerts", response=list[dict[str, Any]],
                summary="The newest drift reports past their threshold on visible models (also live on user:<owner>)")
-    async def alerts(self, limit: int = 20) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 200:
-            raise Invalid("limit must be in [1, 200]", details=[{"loc": ["query", "limit"], "field": "limit",
-                                                                 "msg": "must be in [1, 200]"}])
+    async def alerts(self, limit: int = Query(20, ge=1, le=200)) -> list[dict[str, Any]]:
         return await sync_to_async(_alerts)(self.caller, limit)

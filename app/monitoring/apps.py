@@ -10,4 +10,9 @@ class MonitoringConfig(AppConfig):
         # Registers the recorder's shutdown flush now, before app.serving.runtime registers the pool's
         # drain: hooks run in reverse order, so requests that finish while the pool drains still get
         # written.
-        from . import recording  # noqa: F401
+        # Imported here, not at the top: models may only be imported once the app registry is ready.
+        from realtime import bus
+
+        from . import metrics, recording  # noqa: F401
+
+        bus.set_observer(metrics.PrometheusBusObserver())

@@ -4,20 +4,19 @@ Pure functions over plain values (no Django). Numeric features are binned by the
 edges (train deciles) and categorical or boolean ones by category, both through
 `FeaturePipeline.reference_stats`, so serving traffic is histogrammed exactly as the train split was.
 Each histogram gets one more bin for missing values, so a feature that starts arriving null drifts
-too; `inference.features.psi` compares the two.
+too; `tabular.features.psi` compares the two.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from inference.features import FeaturePipeline, psi
-from inference.tabular import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, ColumnKind
+from tabular.features import FeaturePipeline, psi
+from tabular.values import ColumnKind, from_json_lenient
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -28,37 +27,8 @@ def typed_columns(records: Sequence[Mapping[str, Any]], kinds: Mapping[str, Colu
     columns: dict[str, list[Any]] = {name: [] for name in kinds}
     for record in records:
         for name, kind in kinds.items():
-            columns[name].append(_typed(kind, record.get(name)))
+            columns[name].append(from_json_lenient(kind, record.get(name)))
     return columns
-
-
-def _typed(kind: ColumnKind, value: Any) -> float | bool | str | None:
-    if value is None:
-        return None
-    if kind is ColumnKind.NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        try:
-            number = float(value)
-        except OverflowError:
-            return None
-        return number if math.isfinite(number) else None
-    if kind is ColumnKind.BOOLEAN:
-        if isinstance(value, bool):
-            return value
-        if type(value) is int and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str):
-            token = value.strip().lower()
-            if token in TRUE_TOKENS:
-                return True
-            if token in FALSE_TOKENS:
-                return False
-        return None
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    return None if text.lower() in MISSING_TOKENS else text
 
 
 def _with_missing(stats: Mapping[str, Any]) -> list[float]:

@@ -24,8 +24,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.core.lifecycle import on_shutdown, on_startup
+from app.jobs.models import Job, JobKind, JobState
 from app.monitoring import celery_metrics
 from inference.batcher import BatchObserver
+from realtime import bus
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +209,13 @@ def websocket_closed(consumer: object) -> None:
         finalizer()
 
 
+class PrometheusBusObserver(bus.BusObserver):
+    """Counts the events `realtime.bus` appends."""
+
+    def published(self, topic: str) -> None:
+        event_published(topic)
+
+
 def event_published(topic: str) -> None:
     """After an event is in its topic's log. In a Celery worker the count goes through Redis."""
     prefix = topic.partition(":")[0]
@@ -305,7 +314,6 @@ async def _stop_sampler() -> None:
 def _job_metrics() -> list[Metric]:
     from django.db.models import Count
 
-    from app.jobs.models import Job, JobKind, JobState
 
     states = (JobState.QUEUED, JobState.RUNNING)
     counts = {(kind.value, state.value): 0 for kind in JobKind for state in states}
@@ -315,6 +323,22 @@ def _job_metrics() -> list[Metric]:
     for (kind, state), n in sorted(counts.items()):
         family.add_metric([kind, state], float(n))
     return [family]
+
+
+# Gauges owned by components above monitoring (app.serving's pool), refreshed on the loop just before a
+# scrape; the owner registers when it exists (`before_scrape`), so monitoring imports none of them.
+_refreshers: list[Callable[[], None]] = []
+
+
+def before_scrape(refresh: Callable[[], None]) -> None:
+    """Calls ``refresh()`` on the event loop before each /metrics scrape. Registering twice is a no-op."""
+    if refresh not in _refreshers:
+        _refreshers.append(refresh)
+
+
+def refresh_gauges() -> None:
+    for refresh in list(_refreshers):
+        refresh()
 
 
 SCRAPERS: list[tuple[str, Callable[[], list[Metric]]]] = [

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from django.db import models
 
+# Upper bounds (ms) of the request latency histogram; one more bucket counts what is above the last.
+LATENCY_EDGES_MS: tuple[float, ...] = (
+    0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 10000, 30000, 60000,
+)
 
 class Task(models.TextChoices):
     CLASSIFICATION = "classification", "Classification"
@@ -79,7 +84,7 @@ class RequestStats(models.Model):
     statuses = models.JSONField(default=dict)  # error code -> count
     latency_sum_ms = models.FloatField(default=0.0)
     latency_max_ms = models.FloatField(default=0.0)
-    latency_buckets = models.JSONField(default=list)  # counts per `recording.LATENCY_EDGES_MS` bucket
+    latency_buckets = models.JSONField(default=list)  # counts per `LATENCY_EDGES_MS` bucket
 
     class Meta:
         constraints = [

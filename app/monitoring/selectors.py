@@ -21,11 +21,19 @@ from app.core.errors import Invalid
 from app.registry.models import MlModel, ModelVersion
 from app.registry.selectors import model_version_get
 from inference.errors import ArtifactError
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
 
 from . import drift
-from .models import DriftReport, DriftStatus, InputKind, MonitoringConfig, PredictionRecord, RequestStats, Task
-from .recording import LATENCY_EDGES_MS
+from .models import (
+    LATENCY_EDGES_MS,
+    DriftReport,
+    DriftStatus,
+    InputKind,
+    MonitoringConfig,
+    PredictionRecord,
+    RequestStats,
+    Task,
+)
 
 WINDOW_RE = re.compile(r"([0-9]{1,6})([smhd])")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -20,6 +20,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from app.accounts.models import Role, User
+from app.core import invalidation
 from app.core.errors import Forbidden, Invalid, NotFound
 from app.events.services import publish_on_commit
 from app.registry.models import MlModel, ModelVersion
@@ -80,14 +81,7 @@ def monitoring_config_update(*, model: MlModel, actor: User, changes: dict[str, 
         if "drift_threshold" in changes:
             config.drift_threshold = None if threshold is None else float(threshold)
         config.save()
-        model_id, new_rate = model.pk, config.sample_rate
-
-        def apply() -> None:
-            from .recording import recorder
-
-            recorder.rate_changed(model_id, new_rate)
-
-        transaction.on_commit(apply)
+        invalidation.changed_on_commit(invalidation.SAMPLING, (model.pk, config.sample_rate))
     return selectors.monitoring_config(model=model)
 
 

@@ -12,7 +12,7 @@ from app.accounts.services import credential_authenticate
 from app.core.db import db_async
 from app.core.errors import Unauthorized, error_response
 
-from .metrics import render
+from .metrics import refresh_gauges, render
 
 
 def _loopback(request: HttpRequest) -> bool:
@@ -37,8 +37,6 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
             return error_response(401, exc.message)
         if not principal.user.has_role(Role.ADMIN):
             return error_response(403, "metrics need the admin role")
-    from app.serving.runtime import loaded_gauges
-
-    loaded_gauges()
+    refresh_gauges()
     # Off the loop: the multiprocess files, Redis and the jobs query block.
     return HttpResponse(await db_async(render)(), content_type=CONTENT_TYPE_LATEST)

@@ -6,18 +6,21 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from ninja import File, Form
+from ninja import File, Form, Query
 from ninja.files import UploadedFile
 from ninja_extra import api_controller, route
 
 from app.accounts.models import User
 from app.api.auth import BeforeBody, Controller, bearer_auth
-from app.api.openapi import errors
+from app.api.openapi import errors, json_query
 from app.core.errors import Invalid, NotFound, PayloadTooLarge
+from inference import architectures, formats
+from inference.errors import ArchitectureError
 
 from . import selectors, services
 from .models import MlModel, ModelVersion, Stage, StageChange
 from .schemas import (
+    ArchitecturesOut,
     ModelCreateIn,
     ModelOut,
     ModelPatchIn,
@@ -183,10 +186,7 @@ class ModelController(Controller):
         return await sync_to_async(_promote_out)(user, name, version, payload.stage, payload.reason)
 
     @route.get("/{name}/history", response=list[StageChangeOut], summary="Promotion history, newest first")
-    async def history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 1000:
-            raise Invalid("limit must be in [1, 1000]", details=[{"loc": ["query", "limit"], "field": "limit",
-                                                                  "msg": "must be in [1, 1000]"}])
+    async def history(self, name: str, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         return await sync_to_async(_history_out)(self.caller, name, limit)
 
     @route.post("/{name}/rollback", response={200: RollbackOut, **errors(403, 409)},
@@ -194,7 +194,7 @@ class ModelController(Controller):
     async def rollback(self, name: str, payload: RollbackIn) -> dict[str, Any]:
         return await sync_to_async(_rollback_out)(self.caller, name, payload.reason)
 
-    @route.post("/{name}/versions", response={201: VersionOut, **errors(403)},
+    @route.post("/{name}/versions", response={201: VersionOut, **errors(403, 507)},
                 summary="Publish version N+1 (multipart)", permissions=[BeforeBody(_may_publish)])
     async def publish(
         self, name: str, artifact: File[UploadedFile], manifest: Form[str]
@@ -228,16 +228,14 @@ def _local_path(upload: UploadedFile) -> tuple[str, Any]:
 
 @api_controller("/architectures", tags=["models"], auth=bearer_auth)
 class ArchitectureController(Controller):
-    @route.get("", summary="Registered architectures and their config schema")
+    @route.get("", response=ArchitecturesOut, summary="Registered architectures and their config schema")
     async def list_architectures(self) -> dict[str, Any]:
-        from inference import architectures
-
         listed = sorted(architectures.available().items())
         return {"architectures": [{"name": n, "config_schema": s} for n, s in listed]}
 
-
     @route.get("/{name}/state-dict", response=StateDictOut,
-               summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)")
+               summary="The tensors a valid safetensors artifact must hold (config as JSON in ?config=)",
+               openapi_extra=json_query(config={"type": "object", "default": {}}))
     async def state_dict(self, name: str, config: str = "{}") -> dict[str, Any]:
         return await asyncio.to_thread(_state_dict_out, name, _config_param(config))
 
@@ -261,9 +259,6 @@ def _config_param(raw: str) -> dict[str, Any]:
 
 def _state_dict_out(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Runs on a worker thread: building the module on the meta device is CPU work."""
-    from inference import architectures, formats
-    from inference.errors import ArchitectureError
-
     if name not in architectures.available():
         raise NotFound(f"no architecture named {name!r}")
     try:

@@ -107,6 +107,15 @@ class TensorSpecOut(Schema):
     shape: list[int]
 
 
+class ArchitectureOut(Schema):
+    name: str
+    config_schema: dict[str, Any] = Field(description="JSON Schema of the architecture's config")
+
+
+class ArchitecturesOut(Schema):
+    architectures: list[ArchitectureOut]
+
+
 class StateDictOut(Schema):
     architecture: str
     config: dict[str, Any] = Field(description="The config with defaults filled in")

@@ -8,15 +8,20 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import re
-from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from app.accounts.models import Role, User
+from app.core import invalidation
 from app.core.errors import Conflict, Forbidden, Invalid
+from app.core.storage import get_storage
 from app.events.services import publish_on_commit
+from inference import architectures, formats, jsonio
+from inference.errors import ArchitectureError, ArtifactError, ArtifactForbidden, SignatureError
+from inference.runner import dry_run
+from inference.signature import Signature
 
 from .models import MlModel, ModelVersion, Stage, StageChange, Visibility
 
@@ -37,7 +42,6 @@ DISPATCH_POLICIES = ("adaptive", "fixed", "default")  # "default": the deploymen
 
 # Called after a promotion commits, with (model name, version number or None); the serving layer
 # registers itself here so the registry does not import it.
-promotion_listeners: list[Callable[[str, int | None], None]] = []
 
 
 def _check_maintainer(actor: User) -> None:
@@ -136,7 +140,7 @@ def model_update(*, model: MlModel, actor: User, changes: dict[str, Any]) -> MlM
         if sharing is not None:
             locked.shared_with.set(users)
         name = locked.name
-        transaction.on_commit(lambda: _notify(name, None))
+        invalidation.changed_on_commit(invalidation.MODEL, (name, None))
     return locked
 
 
@@ -228,7 +232,7 @@ def model_version_promote(
         locked.promoted_at = now
         locked.save(update_fields=["stage", "promoted_at"])
         name, number = model.name, locked.number
-        transaction.on_commit(lambda: _notify(name, number))
+        invalidation.changed_on_commit(invalidation.MODEL, (name, number))
         _model_event_on_commit(name, "promoted", {"version": number, "stage": stage, "from_stage": from_stage,
                                                   "actor": actor.username, "reason": reason})
     return locked
@@ -282,15 +286,10 @@ def model_rollback(*, model: MlModel, actor: User, reason: str = "") -> tuple[Mo
         target.save(update_fields=["stage", "promoted_at"])
         name, number = locked.name, target.number
         previous = current.number if current else None
-        transaction.on_commit(lambda: _notify(name, number))
+        invalidation.changed_on_commit(invalidation.MODEL, (name, number))
         _model_event_on_commit(name, "rolled_back", {"version": number, "from_version": previous,
                                                      "actor": actor.username, "reason": note})
     return target, current
-
-
-def _notify(name: str, number: int | None) -> None:
-    for listener in promotion_listeners:
-        listener(name, number)
 
 
 def _model_event_on_commit(name: str, type: str, data: dict[str, Any]) -> None:
@@ -310,10 +309,6 @@ MANIFEST_MAX_DEPTH = 16
 
 def manifest_parse(raw: str) -> dict[str, Any]:
     """Checks the manifest's shape; the artifact itself is checked by ``model_version_publish``."""
-    from inference import architectures, jsonio
-    from inference.errors import ArchitectureError, SignatureError
-    from inference.signature import Signature
-
     try:
         manifest = jsonio.loads(raw, max_depth=MANIFEST_MAX_DEPTH, max_bytes=MANIFEST_MAX_BYTES)
     except jsonio.JsonLimitExceeded as exc:
@@ -371,9 +366,6 @@ async def _dry_run(artifact_path: str, manifest: dict[str, Any]) -> None:
 
     from django.conf import settings
 
-    from inference.errors import ArtifactError, SignatureError
-    from inference.runner import dry_run
-    from inference.signature import Signature
 
     signature = Signature.from_dict(manifest["signature"])
     run = functools.partial(dry_run, artifact_path, manifest["format"], manifest["architecture"] or None,
@@ -403,9 +395,6 @@ async def model_version_publish(*, model: MlModel, actor: User, artifact_path: s
     from asgiref.sync import sync_to_async
     from django.conf import settings
 
-    from app.core.storage import get_storage
-    from inference import formats
-    from inference.errors import ArtifactError, ArtifactForbidden
 
     await sync_to_async(model_check_manage)(actor=actor, model=model)
     fmt = manifest["format"]

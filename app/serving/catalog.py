@@ -1,8 +1,8 @@
 """What the serving path needs to know about a model, cached briefly in each process.
 
 A request must not cost several queries, so each process keeps a `ModelInfo` per model for
-``CATALOG_TTL`` seconds. Within that time an access change or promotion may not be seen by another
-process; the process that made the change drops its entry at once (on commit).
+``settings.CATALOG_TTL`` seconds (TORCHWIRE_CATALOG_TTL_SECONDS). Within that time an access change or
+promotion may not be seen by another process; the process that made the change drops its entry at once (on commit).
 
 While the database is unreachable (`app.core.db.outage`), or slower than `STALE_WAIT_SECONDS` to
 refresh an entry, the expired entry keeps answering for up to ``DB_OUTAGE_STALE_SECONDS``, so models
@@ -24,8 +24,6 @@ from app.core.db import STALE_WAIT_SECONDS, DatabaseUnavailable, db_async, outag
 from app.core.errors import NotFound
 from app.registry.models import MlModel, ModelVersion, Stage, Visibility
 from inference.signature import Signature
-
-CATALOG_TTL = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +141,7 @@ async def model_info(name: str) -> ModelInfo | None:
 async def _refresh(name: str, now: float) -> ModelInfo | None:
     try:
         info = await db_async(_fetch_model)(name)
-        _models[name] = (now + CATALOG_TTL, info)
+        _models[name] = (now + settings.CATALOG_TTL, info)
         return info
     finally:
         if _fetching.get(name) is asyncio.current_task():

@@ -36,15 +36,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.accounts import auth_cache
 from app.accounts.models import User
-from app.api.parsing import TOO_LARGE, read_json_object
-from app.core.db import unavailable_error
-from app.core.errors import ApiError, Invalid, error_response
+from app.core.edges import rest_error, v2_error, v2_response
+from app.core.errors import Invalid, error_response
 from app.core.headers import security_headers
+from app.core.jsonbody import TOO_LARGE, read_json_object
 from app.core.lifecycle import ASGIApp
 from app.core.logging import clean_request_id, request_id_var
 from app.monitoring import metrics
 from inference import jsonio, v2
-from inference.errors import InferenceError
 
 from . import calls, v2_views
 
@@ -230,27 +229,15 @@ class InferenceFastPath:
                                                          priority=priority))
         except BodyTooLarge:
             return Response.of(error_response(413, TOO_LARGE))
-        except ApiError as exc:
-            return Response.of(error_response(exc.status, exc.message, code=exc.code, details=exc.details,
-                                              headers=exc.headers))
-        except InferenceError as exc:
-            from app.api.v1 import inference_error_response
-
-            return Response.of(inference_error_response(exc))
         except Exception as exc:
-            if (unavailable := unavailable_error(exc)) is not None:
-                return Response.of(error_response(unavailable.status, unavailable.message, code=unavailable.code,
-                                                  headers=unavailable.headers))
-            logger.exception("unhandled error on POST %s", scope["path"])
-            return Response.of(error_response(500, "internal server error; quote the X-Request-ID header when "
-                                                   "reporting it"))
+            return Response.of(rest_error(exc, where=f"POST {scope['path']}"))
 
     async def _v2_infer(self, match: re.Match[str], scope: Scope, headers: dict[str, str],
                         cycle: _Cycle) -> Response:
         try:
             user = await _authenticate(headers)
             if user is None:
-                response = Response.of(v2_views.v2_error(401, v2_views.UNAUTHENTICATED))
+                response = Response.of(v2_response(401, v2_views.UNAUTHENTICATED))
                 response.headers.append((b"www-authenticate", b'Bearer realm="torchwire"'))
                 return response
             body = await cycle.body(headers, self.max_body)
@@ -258,16 +245,9 @@ class InferenceFastPath:
             payload, json_length = await calls.v2_infer(user, match.group(1), calls.v2_version(match.group(2)),
                                                         body, header_length)
         except BodyTooLarge:
-            return Response.of(v2_views.v2_error(413, "request body is larger than the limit"))
-        except ApiError as exc:
-            return Response.of(v2_views.v2_error(exc.status, exc.message, exc.headers))
-        except InferenceError as exc:
-            return Response.of(v2_views.v2_inference_error(exc))
+            return Response.of(v2_response(413, v2_views.TOO_LARGE))
         except Exception as exc:
-            if (unavailable := unavailable_error(exc)) is not None:
-                return Response.of(v2_views.v2_error(unavailable.status, unavailable.message, unavailable.headers))
-            logger.exception("unhandled error on POST %s", scope["path"])
-            return Response.of(v2_views.v2_error(500, "internal server error"))
+            return Response.of(v2_error(exc, where=f"POST {scope['path']}"))
         if json_length is None:
             return Response(200, payload, [(b"content-type", b"application/json")])
         return Response(200, payload, [(b"content-type", b"application/octet-stream"),

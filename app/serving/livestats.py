@@ -33,7 +33,6 @@ from app.monitoring import recording
 from app.monitoring.metrics import PrometheusBatchObserver
 from app.registry.selectors import model_get
 from realtime.bus import parse_topic, publish
-from realtime.topics import register_topic
 
 logger = logging.getLogger(__name__)
 
@@ -290,14 +289,12 @@ def _readable(user: User, topic: str) -> bool:
     return True
 
 
-async def _authorize(user: User, topic: str) -> bool:
+async def topic_authorize(user: User, topic: str) -> bool:
     """``serving:<model>`` is readable exactly when the model is."""
     return await db_async(_readable)(user, topic)
 
 
-async def _snapshot(topic: str) -> dict[str, Any]:
+async def topic_snapshot(topic: str) -> dict[str, Any]:
     model = parse_topic(topic)[1]
     return {"model": model, "points": await series(model=model, seconds=SNAPSHOT_SECONDS)}
 
-
-register_topic("serving", authorize=_authorize, snapshot=_snapshot)

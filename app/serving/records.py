@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from inference.errors import InputError
-from inference.features import FeaturePipeline
-from inference.training import format_predictions
+from tabular.features import FeaturePipeline
+from tabular.training import format_predictions
 
 from .runtime import Target
 

@@ -4,7 +4,7 @@
 websocket consumer all go through it, so their requests share one batcher per model version.
 
 Production routing uses the pool's ``production`` alias. Each request compares it with the catalog
-(at most `catalog.CATALOG_TTL` old); when they differ a background task hot-swaps (the new version
+(at most `settings.CATALOG_TTL` old); when they differ a background task hot-swaps (the new version
 is loaded and warmed before the alias moves, the old one drains), and requests keep going to the old
 version meanwhile. So promotion needs no cross-process message and no request fails during a swap.
 """
@@ -26,11 +26,11 @@ import numpy as np
 from django.conf import settings
 
 from app.accounts.models import Role, User
+from app.core import invalidation
 from app.core.errors import Forbidden, NotFound
 from app.core.lifecycle import on_shutdown, on_startup, state
 from app.core.storage import get_storage
 from app.monitoring import metrics
-from app.registry import services as registry_services
 from inference.batcher import BatchConfig, Priority
 from inference.errors import ModelNotFound, ShuttingDown
 from inference.pool import LoadedModel, ModelPool
@@ -113,6 +113,7 @@ def get_pool() -> ModelPool:
             observer_factory=_observer,
             drain_seconds=settings.DRAIN_SECONDS,
         )
+        metrics.before_scrape(loaded_gauges)
     return _pool
 
 
@@ -171,7 +172,7 @@ def _apply_settings(pool: ModelPool, info: catalog.ModelInfo) -> None:
             served.batcher.config = wanted[0]
 
 
-registry_services.promotion_listeners.append(_on_registry_change)
+invalidation.on_change(invalidation.MODEL, lambda key: _on_registry_change(*key))  # type: ignore[misc]
 
 
 async def _tell_swap(name: str, type: str, data: dict[str, Any]) -> None:

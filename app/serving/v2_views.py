@@ -7,7 +7,6 @@ envelope). Health endpoints are open; everything else takes the same bearer cred
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
@@ -19,11 +18,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from app.accounts import auth_cache
 from app.accounts.models import User
-from app.core.db import DatabaseUnavailable, quiet, unavailable_error
-from app.core.errors import ApiError, NotFound
+from app.core.edges import v2_error, v2_response
+from app.core.errors import NotFound
 from app.core.lifecycle import state
+from app.registry.models import ModelVersion
 from inference import v2
-from inference.errors import InferenceError, QueueFull
+from inference.errors import InferenceError
 from inference.signature import Signature
 
 from . import calls, catalog, runtime
@@ -34,22 +34,9 @@ SERVER_NAME = "torchwire"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
 UNAUTHENTICATED = "authentication required: send Authorization: Bearer <token or API key>"
+TOO_LARGE = "request body is larger than the limit"
 
 View = Callable[..., Coroutine[Any, Any, HttpResponse]]
-
-
-def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:
-    response = JsonResponse(v2.error_body(message), status=status)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
-
-
-def v2_inference_error(exc: InferenceError) -> JsonResponse:
-    headers = {}
-    if isinstance(exc, QueueFull):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
-    return v2_error(exc.http_status, exc.message, headers)
 
 
 def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[View], View]:
@@ -60,32 +47,23 @@ def v2_endpoint(*, methods: tuple[str, ...], auth: bool = True) -> Callable[[Vie
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                response = v2_error(405, f"method {request.method} not allowed")
+                response = v2_response(405, f"method {request.method} not allowed")
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
                 if auth:
                     principal = await auth_cache.authenticate_header(request.headers.get("Authorization", ""))
                     if principal is None:
-                        response = v2_error(401, UNAUTHENTICATED)
+                        response = v2_response(401, UNAUTHENTICATED)
                         response["WWW-Authenticate"] = 'Bearer realm="torchwire"'
                         return response
                     request.user = principal.user
                 return await view(request, *args, **kwargs)
-            except ApiError as exc:
-                response = v2_error(exc.status, exc.message, exc.headers)
-                return quiet(response) if isinstance(exc, DatabaseUnavailable) else response
-            except InferenceError as exc:
-                return v2_inference_error(exc)
             except RequestDataTooBig:
-                return v2_error(413, "request body is larger than the limit")
+                return v2_response(413, TOO_LARGE)
             except Exception as exc:
-                if (unavailable := unavailable_error(exc)) is not None:
-                    return quiet(v2_error(unavailable.status, unavailable.message, unavailable.headers))
-                # A bug, not the client's doing: logged with its traceback, answered in this protocol
-                # (Django's own 500 page is HTML).
-                logger.exception("unhandled error on %s %s", request.method, request.path)
-                return v2_error(500, "internal server error")
+                # Answered in this protocol, a bug too (Django's own 500 page is HTML).
+                return v2_error(exc, where=f"{request.method} {request.path}")
 
         return wrapper
 
@@ -109,8 +87,6 @@ async def server_metadata(request: HttpRequest) -> HttpResponse:
 
 
 def _version_numbers(model_id: int) -> list[str]:
-    from app.registry.models import ModelVersion
-
     numbers = ModelVersion.objects.filter(model_id=model_id).order_by("number").values_list("number", flat=True)
     return [str(n) for n in numbers]
 

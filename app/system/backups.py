@@ -29,6 +29,9 @@ from typing import Any, Protocol
 from django.db import connection, transaction
 
 from app.core.storage import ObjectNotFound, Storage, get_storage
+from app.datasets.models import Dataset
+from app.jobs.models import Job
+from app.registry.models import MlModel, ModelVersion
 
 FORMAT = 1
 ROOT = "backups"
@@ -83,10 +86,6 @@ def _json(value: Any) -> Any:
 def _stored_entries(cursor: _Cursor) -> list[StoredEntry]:
     """Every storage object the database names, read with ``cursor`` (plain SQL, so it runs on the
     backup's own snapshot: a psycopg cursor in the exported transaction, or sqlite3 on the copy)."""
-    from app.datasets.models import Dataset
-    from app.jobs.models import Job
-    from app.registry.models import MlModel, ModelVersion
-
     entries = []
     cursor.execute(f"SELECT m.name, v.number, v.artifact_key, v.artifact_sha256, v.artifact_size "  # noqa: S608
                    f"FROM {ModelVersion._meta.db_table} v JOIN {MlModel._meta.db_table} m ON m.id = v.model_id "

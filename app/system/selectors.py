@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.tasks import celery_client
+
 
 def worker_list(*, timeout: float) -> list[dict[str, Any]]:
     """Workers that answer a broadcast ping within ``timeout`` seconds. Blocking: run it off the loop."""
-    from app.core.tasks import celery_client
-
     celery_app = celery_client()
     replies = celery_app.control.inspect(timeout=timeout).ping() or {}
     active = celery_app.control.inspect(timeout=timeout).active_queues() or {}

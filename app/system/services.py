@@ -7,6 +7,9 @@ import logging
 import time
 
 from app.core.storage import get_storage, is_valid_key
+from app.datasets.models import Dataset
+from app.jobs.models import TERMINAL_STATES, Job
+from app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -14,10 +17,6 @@ PREFIXES = ("datasets/", "models/", "jobs/")
 
 
 def _referenced_keys() -> set[str]:
-    from app.datasets.models import Dataset
-    from app.jobs.models import TERMINAL_STATES, Job
-    from app.registry.models import ModelVersion
-
     keys = set(Dataset.objects.values_list("storage_key", flat=True))
     keys |= set(ModelVersion.objects.values_list("artifact_key", flat=True))
     keys |= set(Job.objects.exclude(output_key="").values_list("output_key", flat=True))

@@ -61,6 +61,8 @@ def test_what_the_server_answers_is_declared(client, document, make_user):
         ("/api/v1/models/{name}", "get", client.get("/api/v1/models/nope", headers=bearer(member))),
         ("/api/v1/auth/token", "post", client.post("/api/v1/auth/token", json={"username": "x", "password": "y"})),
         ("/api/v1/jobs", "get", client.get("/api/v1/jobs?limit=many", headers=bearer(member))),
+        ("/api/v1/jobs", "get", client.get("/api/v1/jobs?limit=0", headers=bearer(member))),
+        ("/api/v1/jobs", "get", client.get("/api/v1/jobs?limit=1001", headers=bearer(member))),
         ("/api/v1/system/workers", "get", client.get("/api/v1/system/workers", headers=bearer(member))),
     ]
     seen = set()

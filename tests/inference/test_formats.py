@@ -114,7 +114,7 @@ def test_code_formats_are_forbidden_unless_allowed(fmt: str, code_artifacts: dic
     with pytest.raises(ArtifactForbidden) as err:
         validate_artifact(code_artifacts[fmt], fmt, allow_code=False)
     assert "TORCHWIRE_ALLOW_CODE_ARTIFACTS" in err.value.reason
-    assert err.value.http_status == 403
+    assert err.value.kind == "forbidden"
     with pytest.raises(ArtifactForbidden):
         load_module(code_artifacts[fmt], fmt, None, None, "cpu")
 

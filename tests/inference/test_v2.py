@@ -241,7 +241,7 @@ MALFORMED = [
 def test_malformed_requests_are_refused(body: bytes, header_length: int | None, message: str) -> None:
     with pytest.raises(V2Error, match=message) as err:
         decode_infer_request(body, header_length)
-    assert err.value.http_status == 400
+    assert err.value.kind == "invalid"
 
 
 def _parsed(body: bytes, header_length: int | None) -> tuple[object, memoryview | None] | None:
@@ -265,7 +265,7 @@ def test_parsed_json_is_refused_like_the_body(body: bytes, header_length: int | 
     assert parsed is not None
     with pytest.raises(V2Error, match=message) as err:
         decode_infer_document(*parsed)
-    assert err.value.http_status == 400
+    assert err.value.kind == "invalid"
 
 
 SCALAR = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=4)
@@ -316,7 +316,7 @@ def test_any_document_decodes_or_raises_v2_error(document: object) -> None:
         request = decode_infer_document(document)
         names, _ = request.output_selection(["x", "y"])
     except V2Error as exc:
-        assert exc.http_status == 400 and exc.message
+        assert exc.kind == "invalid" and exc.message
         return
     assert set(names) <= {"x", "y"}
     for array in request.inputs.values():
@@ -330,7 +330,7 @@ def test_any_binary_body_decodes_or_raises_v2_error(request: tuple[bytes, int]) 
     try:
         decoded = decode_infer_request(body, header_length)
     except V2Error as exc:
-        assert exc.http_status == 400 and exc.message
+        assert exc.kind == "invalid" and exc.message
         return
     for array in decoded.inputs.values():
         assert array.nbytes <= len(body)
@@ -346,7 +346,7 @@ def test_any_json_body_decodes_or_raises_v2_error(document: object, nan: bool) -
     try:
         decode_infer_request(body, None)
     except V2Error as exc:
-        assert exc.http_status == 400
+        assert exc.kind == "invalid"
 
 
 def test_parsed_json_decodes_like_the_body() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import global_settings
 
 from app.launcher import LauncherError, NginxSite, certificate_ensure, nginx_binary, nginx_version, web_worker_argv
 from tests.envsetup import ROOT, RUN_DIR, free_port
@@ -87,6 +88,13 @@ def _stop(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM, timeout: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(autouse=True)
+def _production_password_hashes(settings) -> None:
+    """The servers behind nginx run with production settings, which verify only Django's real hashers;
+    accounts these tests make must be hashed the way production hashes (the rest of the suite uses MD5)."""
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
 
 
 @pytest.fixture(scope="session")

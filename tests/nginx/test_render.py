@@ -69,3 +69,15 @@ def test_certificate_is_kept_once_made(tmp_path: Path):
     before = cert.read_bytes()
     assert not certificate_ensure(cert, key)
     assert cert.read_bytes() == before
+
+
+def test_only_inference_retries_posts_on_the_next_upstream(tmp_path: Path):
+    """A worker lost under a prediction is retried on another; other POSTs (a promotion, an upload) never
+    run twice. Checked on the rendered text: the SIGKILL drill of tests/scale exercises it for real."""
+    conf = _site(tmp_path).render((1, 24, 0)).read_text()
+    retrying = [i for i, line in enumerate(conf.splitlines()) if "non_idempotent" in line]
+    assert len(retrying) == 2
+    blocks = conf.split("location ")
+    inference = [b for b in blocks if "non_idempotent" in b]
+    assert [b.split("{", 1)[0].strip() for b in inference] == ["~ ^/api/v1/models/[^/]+/predict$", "/v2"]
+    assert "proxy_next_upstream error timeout;" in conf and "proxy_next_upstream_tries 2;" in conf

@@ -16,8 +16,8 @@ from pydantic import TypeAdapter, ValidationError
 from app.serving import calls, records, runtime
 from app.serving.catalog import ModelInfo
 from inference.errors import RequestTooLarge
-from inference.features import FeaturePipeline
 from inference.signature import Signature
+from tabular.features import FeaturePipeline
 
 # --- versions -----------------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ def test_v2_version_is_a_v2_error_that_quotes_a_short_part():
     assert calls.v2_version("3") == 3 and calls.v2_version(None) is None
     with pytest.raises(V2Error) as err:
         calls.v2_version("9" * 5001)
-    assert err.value.http_status == 400 and len(err.value.message) < 200
+    assert err.value.kind == "invalid" and len(err.value.message) < 200
 
 
 # --- where conversion runs ----------------------------------------------------------------------

@@ -123,9 +123,6 @@ def test_v2_auth_and_health(client, make_user, publish_model):
     assert client.get("/v2").status_code == 401
     model = publish_model("v2-private")
     client.patch("/api/v1/models/v2-private", json={"visibility": "private"}, headers=bearer(model.token))
-    import time
-
-    time.sleep(1.1)
     from tests.support import login
 
     other = login(client, make_user("member"))["access"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
 
-from tests.support import bearer, login
+import pytest
+from celery import Celery
+
+from tests.envsetup import RUN_DIR
+from tests.private_services import private_redis
+from tests.support import bearer, login, start_celery_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,6 +26,7 @@ def test_health_ping_carries_request_id(celery_worker_proc):
     payload = result.get(timeout=30)
     assert payload["ok"] is True
     assert payload["request_id"] == "req-from-api-42"
+    assert payload["torch_threads"] == 1  # TORCHWIRE_TRAIN_THREADS' default, not torch's one per core
     # Prefork: the task ran in a pool process of that worker.
     stat = open(f"/proc/{payload['pid']}/stat").read()
     assert int(stat.rsplit(")", 1)[1].split()[1]) == celery_worker_proc.pid
@@ -44,3 +50,26 @@ def test_celery_config_is_safe():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_train_threads_setting_is_applied_in_the_process_that_runs_tasks(pool):
+    # A worker of its own, on a Redis of its own: the session's worker must not take this ping.
+    with private_redis("threads-redis") as redis_server:
+        env = {"REDIS_URL": redis_server.url, "TORCHWIRE_TRAIN_THREADS": "3"}
+        args = ["--pool", "solo"] if pool == "solo" else []
+        worker = start_celery_worker(env, hostname=f"threads-{pool}-{redis_server.port}@%h",
+                                     log=RUN_DIR / f"celery-threads-{pool}-{redis_server.port}.log", extra=args)
+        client = Celery(broker=redis_server.url, backend=redis_server.url)
+        try:
+            result = client.send_task("workers.tasks.health_ping_task", queue="default")
+            payload = result.get(timeout=60)
+        finally:
+            client.close()
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    assert payload["torch_threads"] == 3, payload
+    assert (payload["pid"] == worker.pid) == (pool == "solo")  # prefork: a pool process ran it

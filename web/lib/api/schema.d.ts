@@ -716,6 +716,23 @@ export interface components {
             /** Prefix */
             prefix: string;
         };
+        /** ArchitectureOut */
+        ArchitectureOut: {
+            /**
+             * Config Schema
+             * @description JSON Schema of the architecture's config
+             */
+            config_schema: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ArchitecturesOut */
+        ArchitecturesOut: {
+            /** Architectures */
+            architectures: components["schemas"]["ArchitectureOut"][];
+        };
         /** BatchingOut */
         BatchingOut: {
             /** Arrival Rows Per S */
@@ -766,6 +783,13 @@ export interface components {
             /** Version */
             version?: number | null;
         };
+        /** ConfigOverridesOut */
+        ConfigOverridesOut: {
+            /** Drift Threshold */
+            drift_threshold: number | null;
+            /** Sample Rate */
+            sample_rate: number | null;
+        };
         /** DatasetOut */
         DatasetOut: {
             /** Columns */
@@ -789,6 +813,20 @@ export interface components {
             sha256: string;
             /** Size Bytes */
             size_bytes: number;
+        };
+        /** DatasetPreviewOut */
+        DatasetPreviewOut: {
+            /** Columns */
+            columns: string[];
+            /** Id */
+            id: number;
+            /**
+             * Rows
+             * @description The first rows: raw (stripped) strings keyed by column
+             */
+            rows: {
+                [key: string]: string;
+            }[];
         };
         /** EpochMetricOut */
         EpochMetricOut: {
@@ -871,6 +909,14 @@ export interface components {
              */
             row?: number | null;
         };
+        /** FeedbackOut */
+        FeedbackOut: {
+            /**
+             * Recorded
+             * @description How many recorded rows were labelled
+             */
+            recorded: number;
+        };
         /** Hyperparameters */
         Hyperparameters: {
             /** Batch Size */
@@ -883,10 +929,30 @@ export interface components {
             hidden?: number[] | null;
             /** Lr */
             lr?: number | null;
+            /**
+             * Max Categories
+             * @description keep only the most frequent values of a categorical (0: all)
+             */
+            max_categories?: number | null;
+            /**
+             * Min Count
+             * @description categorical values seen fewer times share the unknown slot
+             */
+            min_count?: number | null;
+            /**
+             * Onehot Max
+             * @description categoricals with at most this many values are one-hot, not embedded
+             */
+            onehot_max?: number | null;
             /** Patience */
             patience?: number | null;
             /** Seed */
             seed?: number | null;
+            /**
+             * Test Fraction
+             * @description rows held out to score the model (0: score on validation)
+             */
+            test_fraction?: number | null;
             /** Val Fraction */
             val_fraction?: number | null;
             /** Weight Decay */
@@ -899,6 +965,40 @@ export interface components {
             /** Job Id */
             job_id: number;
             state: components["schemas"]["JobState"];
+        };
+        /**
+         * JobOut
+         * @description A job as a client sees it (`selectors.job_snapshot`, also the snapshot of a realtime ``reset``).
+         */
+        JobOut: {
+            /** Attempts */
+            attempts: number;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Created At */
+            created_at: string | null;
+            /** Dataset Id */
+            dataset_id: number | null;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Model */
+            model: string | null;
+            /** Params */
+            params: unknown;
+            /** Progress */
+            progress: unknown;
+            /** Result */
+            result: unknown;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
         };
         /**
          * JobState
@@ -1080,6 +1180,17 @@ export interface components {
              */
             sample_rate?: number | null;
         };
+        /**
+         * MonitoringConfigOut
+         * @description The effective settings, and which the model overrides (null: the deployment default).
+         */
+        MonitoringConfigOut: {
+            /** Drift Threshold */
+            drift_threshold: number;
+            overrides: components["schemas"]["ConfigOverridesOut"];
+            /** Sample Rate */
+            sample_rate: number;
+        };
         /** PredictIn */
         PredictIn: {
             /**
@@ -1239,6 +1350,16 @@ export interface components {
             /** Shape */
             shape: number[];
         };
+        /** TicketOut */
+        TicketOut: {
+            /**
+             * Expires In
+             * @description Seconds the ticket stays valid
+             */
+            expires_in: number;
+            /** Ticket */
+            ticket: string;
+        };
         /** TokenObtainIn */
         TokenObtainIn: {
             /** Password */
@@ -1279,6 +1400,17 @@ export interface components {
              * @enum {string}
              */
             task: "classification" | "regression";
+            /**
+             * Time Limit S
+             * @description the search's time budget in seconds (required with tune)
+             */
+            time_limit_s?: number | null;
+            /**
+             * Tune
+             * @description search a few learning rates and widths around the hyperparameters; the one with the best validation loss is registered
+             * @default false
+             */
+            tune: boolean;
         };
         /** VersionOut */
         VersionOut: {
@@ -1323,6 +1455,25 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** WorkerOut */
+        WorkerOut: {
+            /** Name */
+            name: string;
+            /**
+             * Ok
+             * @description Whether it answered the ping
+             */
+            ok: boolean;
+            /** Queues */
+            queues: string[];
+        };
+        /** WorkersOut */
+        WorkersOut: {
+            /** Count */
+            count: number;
+            /** Workers */
+            workers: components["schemas"]["WorkerOut"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -1347,9 +1498,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ArchitecturesOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -1910,6 +2059,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     dataset_get_dataset: {
@@ -2027,9 +2185,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetPreviewOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2121,9 +2277,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2172,9 +2326,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2398,9 +2550,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2469,9 +2619,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -2798,9 +2946,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["FeedbackOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3035,9 +3181,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3090,9 +3234,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MonitoringConfigOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3611,6 +3753,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The server's storage is full; nothing was stored (`insufficient_storage`) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     model_get_version: {
@@ -3823,9 +3974,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TicketOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */
@@ -3894,9 +4043,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["WorkersOut"];
                 };
             };
             /** @description No credential, or a malformed, expired or revoked one (`WWW-Authenticate: Bearer`) */

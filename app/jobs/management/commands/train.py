@@ -17,7 +17,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from app.accounts.models import Role, User
 from app.core.errors import ApiError
+from app.datasets.services import dataset_upload
+from app.jobs.runner import job_run
+from app.jobs.services import job_train_create
 from inference import jsonio
+from realtime.bus import backlog
 
 
 class Command(BaseCommand):
@@ -35,10 +39,6 @@ class Command(BaseCommand):
         parser.add_argument("--promote", action="store_true", help="put the new version in production")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from app.datasets.services import dataset_upload
-        from app.jobs.runner import job_run
-        from app.jobs.services import job_train_create
-
         path: Path = opts["dataset"]
         if not path.is_file():
             raise CommandError(f"{path} is not a file")
@@ -87,8 +87,6 @@ class Command(BaseCommand):
 
     async def _follow(self, topic: str, runner: threading.Thread) -> Any:
         """Reads the topic's event log from the start, drawing the bar, until a terminal event."""
-        from realtime.bus import backlog
-
         since, final = 0, None
         while final is None:
             got = await backlog(topic, since)

@@ -9,12 +9,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from app.api.v1 import api
+
 
 class Command(BaseCommand):
     help = "Print the /api/v1 OpenAPI document (JSON)"
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from app.api.v1 import api
-
         schema = api.get_openapi_schema(path_prefix="/api/v1")
         self.stdout.write(json.dumps(schema, indent=1, sort_keys=True, default=str))

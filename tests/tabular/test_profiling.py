@@ -10,18 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference.errors import InferenceError
-from inference.tabular import (
+from tabular.profiling import (
     MAX_TRACKED_DISTINCT,
-    ColumnKind,
     DatasetError,
     DatasetProfile,
     iter_rows,
-    parse_bool,
-    parse_number,
     preview,
     profile_csv,
     read_columns,
 )
+from tabular.values import ColumnKind, parse_bool, parse_number
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "data.csv") -> Path:
@@ -179,7 +177,7 @@ def test_bad_files_are_refused_with_their_line(tmp_path: Path, content: bytes, l
         profile_csv(path)
     assert info.value.line == line
     assert info.value.details["line"] == line
-    assert isinstance(info.value, InferenceError) and info.value.http_status == 422
+    assert isinstance(info.value, InferenceError) and info.value.kind == "unprocessable"
     assert info.value.to_dict()["code"] == "invalid_dataset"
 
 

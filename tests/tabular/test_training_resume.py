@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.tabular import DatasetProfile, profile_csv, read_columns
-from inference.training import Checkpoint, CheckpointError, EpochReport, TrainResult, train_tabular
-from tests.inference.test_training import FEATURES, make_csv
+from tabular.profiling import DatasetProfile, profile_csv, read_columns
+from tabular.training import Checkpoint, CheckpointError, EpochReport, TrainResult, train_tabular
+from tests.tabular.test_training import FEATURES, make_csv
 
 TIMINGS = {"elapsed_s", "eta_s"}
 

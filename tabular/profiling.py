@@ -13,21 +13,17 @@ Public API::
     DatasetProfile.to_dict() / DatasetProfile.from_dict(data)  # JSON, e.g. stored with the upload
     DatasetError                                               # 422, names the line
 
-Value rules, shared with `inference.features` so that serving reads values as training did:
+Values read by the rules of `tabular.values` (shared with serving and monitoring). Beyond those:
 
-- Surrounding whitespace of every name and value is insignificant. Blank lines are skipped.
-- Missing, in any column: a blank value or one of `MISSING_TOKENS` (any case). In a numeric column
-  a non-finite number (``nan``, ``inf``, ``-inf``, ``1e999``) is missing too.
+- Surrounding whitespace of every name is insignificant. Blank lines are skipped.
 - A column is ``boolean`` when its non-missing values are all in `TRUE_TOKENS` | `FALSE_TOKENS` (any
   case), so a 0/1 column is boolean; ``numeric`` when they all parse as numbers; ``categorical``
   otherwise, including a column with no value at all.
-- Typed values: numeric -> float, boolean -> bool, categorical -> str; None where missing.
 """
 
 from __future__ import annotations
 
 import csv
-import enum
 import math
 import os
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -35,51 +31,25 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from inference.errors import InferenceError
+from tabular.errors import DatasetError
+from tabular.values import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, ColumnKind, parse_cell
 
 __all__ = [
-    "FALSE_TOKENS",
-    "MISSING_TOKENS",
-    "TRUE_TOKENS",
-    "ColumnKind",
+    "MAX_TRACKED_DISTINCT",
     "ColumnProfile",
     "DatasetError",
     "DatasetProfile",
     "iter_rows",
-    "parse_bool",
-    "parse_number",
     "preview",
     "profile_csv",
     "read_columns",
 ]
-
-# "none" is left out on purpose: it is a real category in many data sets ("no garage").
-MISSING_TOKENS = frozenset({"", "?", "na", "n/a", "#n/a", "nan", "null"})
-TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
-FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
 
 MAX_TRACKED_DISTINCT = 1000
 # One physical line longer than this is not a CSV row but a binary or corrupt file.
 MAX_LINE_BYTES = 1 << 20
 
 PathLike = str | os.PathLike[str]
-
-
-class DatasetError(InferenceError):
-    """An uploaded file that is not a usable CSV data set; `line` is the 1-based line at fault."""
-
-    http_status = 422
-    code = "invalid_dataset"
-
-    def __init__(self, message: str, *, line: int | None = None, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details={**({"line": line} if line is not None else {}), **(details or {})})
-        self.line = line
-
-
-class ColumnKind(enum.StrEnum):
-    NUMERIC = "numeric"
-    CATEGORICAL = "categorical"
-    BOOLEAN = "boolean"
 
 
 @dataclass(frozen=True)
@@ -170,30 +140,6 @@ class DatasetProfile:
         if not isinstance(data, Mapping) or not isinstance(data.get("columns"), list):
             raise DatasetError("malformed dataset profile: expected an object with 'rows' and 'columns'")
         return cls(columns=tuple(ColumnProfile.from_dict(c) for c in data["columns"]), rows=int(data["rows"]))
-
-
-def parse_number(text: str) -> float | None:
-    """The float `text` spells (None if missing or non-finite), or raise ValueError if it is no number."""
-    token = text.strip()
-    if token.lower() in MISSING_TOKENS:
-        return None
-    # float() also takes "1_000"; a CSV value with underscores is an identifier, not a number.
-    if "_" in token:
-        raise ValueError(f"not a number: {text!r}")
-    value = float(token)
-    return value if math.isfinite(value) else None
-
-
-def parse_bool(text: str) -> bool | None:
-    """The truth value `text` spells (None if missing), or raise ValueError."""
-    token = text.strip().lower()
-    if token in TRUE_TOKENS:
-        return True
-    if token in FALSE_TOKENS:
-        return False
-    if token in MISSING_TOKENS:
-        return None
-    raise ValueError(f"not a boolean: {text!r}")
 
 
 def profile_csv(path: PathLike, *, max_columns: int = 1000, categorical_top_k: int = 20) -> DatasetProfile:
@@ -403,7 +349,7 @@ class _ColumnStats:
         if self.maybe_bool and lowered not in TRUE_TOKENS and lowered not in FALSE_TOKENS:
             self.maybe_bool = False
         if self.maybe_number:
-            # parse_number inlined: this runs once per cell of the file.
+            # tabular.values.parse_number inlined (the missing check is above): this runs once per cell.
             try:
                 if "_" in value:
                     raise ValueError(value)
@@ -466,18 +412,13 @@ class _ColumnStats:
 
 def _typed(raw: str, column: str, kind: ColumnKind, line: int) -> Any:
     try:
-        if kind is ColumnKind.NUMERIC:
-            return parse_number(raw)
-        if kind is ColumnKind.BOOLEAN:
-            return parse_bool(raw)
+        return parse_cell(kind, raw)
     except ValueError:
         raise DatasetError(
             f"line {line}: {raw.strip()!r} in column {column!r} is not {kind}; the file changed since it was profiled",
             line=line,
             details={"column": column},
         ) from None
-    value = raw.strip()
-    return None if value.lower() in MISSING_TOKENS else value
 
 
 def _is_number(text: str) -> bool:

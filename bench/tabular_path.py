@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 
 from inference import architectures
-from inference.features import FeaturePipeline
+from tabular.features import FeaturePipeline
 
 NAME = "tabular"
 CITIES = ("Oslo", "Bergen", "Lima", "Pune", "Kyoto", "Accra")

@@ -12,11 +12,12 @@ import safetensors.torch
 import torch
 from sklearn import metrics as skm
 
-from inference import architectures, training
+from inference import architectures
 from inference.errors import InputError
-from inference.features import FeaturePipeline
-from inference.tabular import DatasetProfile, profile_csv, read_columns
-from inference.training import (
+from tabular import training
+from tabular.features import FeaturePipeline
+from tabular.profiling import DatasetProfile, profile_csv, read_columns
+from tabular.training import (
     EpochReport,
     Hyperparameters,
     TrainingCancelled,
@@ -79,8 +80,9 @@ def test_classification_end_to_end(dataset: tuple[DatasetProfile, dict[str, list
     assert result.features == FEATURES
     m = result.metrics
     assert m["dropped_rows"] == 12  # every 25th row has no target
-    assert m["train_rows"] + m["val_rows"] == 288
-    assert m["val_rows"] == pytest.approx(58, abs=1)
+    assert m["train_rows"] + m["val_rows"] + m["test_rows"] == 288
+    assert m["val_rows"] == pytest.approx(43, abs=1) and m["test_rows"] == pytest.approx(43, abs=1)
+    assert m["scored_on"] == "test" and 0.9 < m["val_metric"] <= 1.0
     assert m["accuracy"] > 0.9 and m["macro_f1"] > 0.9 and m["roc_auc"] > 0.95
     assert set(result.reference_stats) == set(FEATURES)
     json.dumps(result.to_dict())
@@ -221,7 +223,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     module = architectures.build("tabular-mlp", result.config).eval()
     module.load_state_dict(result.state_dict)
     pipeline = FeaturePipeline.from_dict(result.pipeline)
-    _train_rows, val_rows = split_rows(columns["y"], task="classification", val_fraction=0.2, seed=0)
+    val_rows = split_rows(columns["y"], task="classification", val_fraction=0.15, test_fraction=0.15, seed=0).val
     x = torch.from_numpy(pipeline.transform_columns({k: [columns[k][i] for i in val_rows] for k in pipeline.columns}))
     y = torch.tensor([result.labels.index(columns["y"][i]) for i in val_rows])
     with torch.no_grad():
@@ -231,8 +233,8 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
 
 def test_split_is_seeded_stratified_and_skips_missing_targets() -> None:
     target = ["a"] * 50 + ["b"] * 30 + [None] * 5 + ["c"] * 1
-    train, val = split_rows(target, task="classification", val_fraction=0.2, seed=0)
-    assert len(set(train) & set(val)) == 0
+    train, val, test = split_rows(target, task="classification", val_fraction=0.2, seed=0)
+    assert len(set(train) & set(val)) == 0 and test.size == 0
     assert sorted([*train, *val]) == [i for i, t in enumerate(target) if t is not None]
     assert [target[i] for i in val].count("a") == 10 and [target[i] for i in val].count("b") == 6
     assert 85 in train  # a class with one row stays in train
@@ -242,7 +244,7 @@ def test_split_is_seeded_stratified_and_skips_missing_targets() -> None:
     assert not np.array_equal(val, other[1])
 
     values = [float(i) for i in range(100)] + [None]
-    train, val = split_rows(values, task="regression", val_fraction=0.25, seed=0)
+    train, val, _ = split_rows(values, task="regression", val_fraction=0.25, seed=0)
     assert len(val) == 25 and len(train) == 75 and 100 not in train
 
 
@@ -271,7 +273,7 @@ def test_hyperparameter_errors_name_the_field(hyperparameters: dict, field: str,
     with pytest.raises(TrainingError, match=message) as info:
         Hyperparameters.from_dict(hyperparameters)
     assert info.value.field == field and info.value.details == {"field": field}
-    assert info.value.http_status == 422
+    assert info.value.kind == "unprocessable"
 
 
 def test_hyperparameter_defaults() -> None:
@@ -349,7 +351,8 @@ def test_metrics_agree_with_scikit_learn() -> None:
 def test_tabular_mlp_is_a_builtin() -> None:
     assert "tabular-mlp" in architectures.available()
     config = architectures.validate_config("tabular-mlp", {"in_features": 5, "out_features": 3})
-    assert config == {"in_features": 5, "out_features": 3, "hidden": [128, 64], "activation": "relu", "dropout": 0.0}
+    assert config == {"in_features": 5, "out_features": 3, "hidden": [128, 64], "activation": "relu", "dropout": 0.0,
+                      "embeddings": []}
     module = architectures.build("tabular-mlp", config)
     assert module(torch.zeros(4, 5)).shape == (4, 3)
     with pytest.raises(architectures.ArchitectureError, match="dtype"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.errors import ArtifactError, InputError
-from inference.features import UNKNOWN, FeaturePipeline, psi
+from tabular.features import UNKNOWN, FeaturePipeline, psi
 
 KINDS = {"age": "numeric", "city": "categorical", "smoker": "boolean"}
 TRAIN: dict[str, list[Any]] = {
@@ -51,7 +51,9 @@ def test_new_data_uses_train_statistics() -> None:
 def test_constant_and_empty_numeric_columns_do_not_blow_up() -> None:
     pipeline = FeaturePipeline.fit({"c": [7.0, 7.0, 7.0], "e": [None, None, None]}, {"c": "numeric", "e": "numeric"})
     x = pipeline.transform_columns({"c": [7.0, 8.0], "e": [None, 2.0]})
-    np.testing.assert_array_equal(x, [[0, 0], [1, 2]])
+    # e was missing in train, so it has an indicator column after it.
+    assert pipeline.feature_names == ["c", "e", "e__missing"]
+    np.testing.assert_array_equal(x, [[0, 0, 1], [1, 2, 0]])
 
 
 def test_json_round_trip_gives_identical_transforms() -> None:
@@ -73,7 +75,7 @@ def test_json_round_trip_gives_identical_transforms() -> None:
     "data",
     [
         {},
-        {"version": 2, "columns": []},
+        {"version": 3, "columns": []},
         {"version": 1, "columns": [{"name": "a", "kind": "numeric", "median": 0, "mean": 0, "std": 0, "edges": []}]},
         {"version": 1, "columns": [{"name": "a", "kind": "numeric", "median": "x", "mean": 0, "std": 1, "edges": []}]},
         {"version": 1, "columns": [{"name": "a", "kind": "weird"}]},
@@ -123,7 +125,7 @@ def test_transform_records_errors_name_the_column(record: dict, column: str, mes
     assert info.value.input_name == column
     assert info.value.details == {"input": column}
     assert "record 1" in info.value.message
-    assert info.value.http_status == 400
+    assert info.value.kind == "invalid"
 
 
 def test_transform_records_refuses_non_objects() -> None:

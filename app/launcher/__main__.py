@@ -1,0 +1,5 @@
+import sys
+
+from app.launcher.cli import main
+
+sys.exit(main())
