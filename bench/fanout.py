@@ -40,7 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import Service, cpu_seconds, machine_cpu_seconds, start_service
+from accounting import cpu_seconds, machine_cpu_seconds
+from service import Service, start_service
 
 
 class Subscriber(asyncio.Protocol):

@@ -6,7 +6,9 @@ Modules, each with its public API in its docstring:
 - `inference.formats`: artifact formats, validation and safe loading.
 - `inference.datatypes`, `inference.signature`: V2 datatypes, model signatures, input validation.
 - `inference.runner`: one loaded module on its device, forward passes on a dedicated thread.
-- `inference.batcher`: dynamic batching of concurrent requests for one model version.
+- `inference.batcher`: dynamic batching of concurrent requests for one model version; its queue in
+  `inference.batch_queue`, its dispatch decisions (cost model, arrivals, p99 tuner) in `inference.dispatch`,
+  its configuration and observer types in `inference.batch_types` (all re-exported by `inference.batcher`).
 - `inference.pool`: loaded model versions, on-demand loading, memory budget, hot swap.
 - `inference.v2`: Open Inference Protocol (KServe V2 / Triton) request and response codec.
 - `inference.errors`: every exception raised on purpose, each with its protocol-neutral `kind`.

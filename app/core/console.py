@@ -32,7 +32,7 @@ import httpx
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from app.core.lifecycle import ASGIApp, on_shutdown
+from app.core.lifecycle import ASGIApp
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,6 @@ class ConsoleBridge:
                 # cookie on every other browser's requests.
                 cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
             )
-            on_shutdown(self.aclose)
         return self._client
 
     async def aclose(self) -> None:

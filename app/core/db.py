@@ -31,7 +31,6 @@ from prometheus_client import Counter
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from app.core.errors import Unavailable
-from app.core.lifecycle import on_startup
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -166,8 +165,8 @@ def _first_line(exc: BaseException) -> str:
 outage = Outage()
 
 
-@on_startup
-async def _watch_database() -> None:
+async def outage_watch() -> None:
+    """Lifespan start (asgi.py): serving processes answer 503 at once while the database is down."""
     outage.enabled = True
 
 

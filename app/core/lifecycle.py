@@ -1,5 +1,10 @@
-"""ASGI lifespan for the whole app. Django's handler ignores lifespan, so this wrapper runs the startup
-and shutdown hooks that ``inference/`` and ``realtime/`` register, and tracks draining for /readyz."""
+"""ASGI lifespan for the whole app. Django's handler ignores lifespan, so this wrapper starts and stops
+the process's components and tracks draining for /readyz.
+
+The components are one ordered list, given by `asgi.py` (which names them, since app.core imports no
+domain app): started first to last, stopped last to first, so each stops before what it needs. Adding
+one is one `Component(...)` line in that list; nothing registers itself on import.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,27 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
-_startup: list[Hook] = []
-_shutdown: list[Hook] = []
+
+
+@dataclass(frozen=True)
+class Component:
+    """A part of a serving process with something to do at startup, at shutdown, or both. Both hooks run
+    on the server's event loop; a failing ``start`` fails the startup, a failing ``stop`` is logged and
+    the next component still stops."""
+
+    name: str
+    start: Hook | None = None
+    stop: Hook | None = None
 
 
 class _State:
@@ -24,17 +41,6 @@ class _State:
 
 
 state = _State()
-
-
-def on_startup(hook: Hook) -> Hook:
-    _startup.append(hook)
-    return hook
-
-
-def on_shutdown(hook: Hook) -> Hook:
-    """Shutdown hooks run in reverse registration order, after ``state.draining`` turns True."""
-    _shutdown.append(hook)
-    return hook
 
 
 def _drain_on_signals(delay: float) -> None:
@@ -70,11 +76,11 @@ def _drain_on_signals(delay: float) -> None:
         signal.signal(sig, handler)
 
 
-async def run_startup() -> None:
-    from django.conf import settings
-
-    for hook in _startup:
-        await hook()
+async def run_startup(components: Sequence[Component]) -> None:
+    """Starts ``components`` in order, then arms the drain-on-signal handler and freezes the heap."""
+    for component in components:
+        if component.start is not None:
+            await component.start()
     _drain_on_signals(settings.SHUTDOWN_DELAY_SECONDS)
     # Everything imported and built so far (Django, torch, warmed models) is long-lived: moved out of
     # the cyclic collector's reach, a full collection walks only what requests allocate. Without this
@@ -86,21 +92,28 @@ async def run_startup() -> None:
     state.draining = False
 
 
-async def run_shutdown() -> None:
+async def run_shutdown(components: Sequence[Component]) -> None:
+    """Marks the process draining (/readyz 503), then stops ``components`` in reverse order."""
     state.draining = True
-    for hook in reversed(_shutdown):
+    for component in reversed(components):
+        if component.stop is None:
+            continue
         try:
-            await hook()
+            await component.stop()
         except Exception:
-            logger.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+            logger.exception("stopping %s failed", component.name)
 
 
 ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
 
 class LifespanApp:
-    def __init__(self, app: ASGIApp) -> None:
+    """``app`` for HTTP and websockets; the lifespan protocol starts and stops ``components`` (see
+    `run_startup`, `run_shutdown`)."""
+
+    def __init__(self, app: ASGIApp, components: Sequence[Component]) -> None:
         self.app = app
+        self.components = tuple(components)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
@@ -110,13 +123,13 @@ class LifespanApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await run_startup()
+                    await run_startup(self.components)
                 except Exception as exc:
                     logger.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await run_shutdown()
+                await run_shutdown(self.components)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -26,7 +26,6 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from app.core.db import db_async, is_unavailable, outage
-from app.core.lifecycle import on_shutdown, on_startup
 from realtime import bus
 
 from .models import OutboxEvent
@@ -171,14 +170,13 @@ async def _relay_loop() -> None:
 _loop_task: asyncio.Task[None] | None = None
 
 
-@on_startup
-async def _start_relay_loop() -> None:
+async def relay_loop_start() -> None:
+    """Lifespan start (asgi.py): the relay loop of this process, on the server's event loop."""
     global _loop_task
     _loop_task = asyncio.create_task(_relay_loop(), name="events-relay")
 
 
-@on_shutdown
-async def _stop_relay_loop() -> None:
+async def relay_loop_stop() -> None:
     global _loop_task
     if _loop_task is not None:
         _loop_task.cancel()

@@ -7,10 +7,8 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Model monitoring"
 
     def ready(self) -> None:
-        # Registers the recorder's shutdown flush now, before app.serving.runtime registers the pool's
-        # drain: hooks run in reverse order, so requests that finish while the pool drains still get
-        # written.
         # Imported here, not at the top: models may only be imported once the app registry is ready.
+        # recording registers its sample-rate listener (app.core.invalidation) on import, in every process.
         from realtime import bus
 
         from . import metrics, recording  # noqa: F401

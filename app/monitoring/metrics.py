@@ -23,7 +23,6 @@ from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.core.lifecycle import on_shutdown, on_startup
 from app.jobs.models import Job, JobKind, JobState
 from app.monitoring import celery_metrics
 from inference.batcher import BatchObserver
@@ -294,14 +293,14 @@ async def _sample_forever() -> None:
         await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
 
-@on_startup
-async def _start_sampler() -> None:
+async def sampler_start() -> None:
+    """Lifespan start (asgi.py): samples the database pool every POOL_SAMPLE_SECONDS on the event loop."""
     global _sampler
     _sampler = asyncio.create_task(_sample_forever())
 
 
-@on_shutdown
-async def _stop_sampler() -> None:
+async def sampler_stop() -> None:
+    """Lifespan stop: also marks this process dead for prometheus multiprocess mode."""
     if _sampler is not None:
         _sampler.cancel()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

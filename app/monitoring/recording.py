@@ -53,7 +53,6 @@ from prometheus_client import Counter
 from app.core import invalidation
 from app.core.db import DatabaseUnavailable, db_async
 from app.core.errors import STATUS_CODES
-from app.core.lifecycle import on_shutdown
 
 from . import selectors
 from .models import LATENCY_EDGES_MS
@@ -260,7 +259,8 @@ class Recorder:
             del self._minutes[key]
 
     async def close(self) -> None:
-        """Stops the flusher and writes what is left: the last shutdown hook, after the pool drained."""
+        """Stops the flusher and writes what is left. Lifespan stop (asgi.py): after the serving pool drained,
+        so requests that finished while it drained are written too."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -277,11 +277,6 @@ class Recorder:
 
 recorder = Recorder()
 invalidation.on_change(invalidation.SAMPLING, lambda key: recorder.rate_changed(*key))  # type: ignore[misc]
-
-
-@on_shutdown
-async def _close_recorder() -> None:
-    await recorder.close()
 
 
 class Observation:

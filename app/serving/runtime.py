@@ -28,7 +28,7 @@ from django.conf import settings
 from app.accounts.models import Role, User
 from app.core import invalidation
 from app.core.errors import Forbidden, NotFound
-from app.core.lifecycle import on_shutdown, on_startup, state
+from app.core.lifecycle import state
 from app.core.storage import get_storage
 from app.monitoring import metrics
 from inference.batcher import BatchConfig, Priority
@@ -117,8 +117,8 @@ def get_pool() -> ModelPool:
     return _pool
 
 
-@on_startup
-async def _start() -> None:
+async def pool_start() -> None:
+    """Lifespan start (asgi.py): builds the serving pool on the server's event loop."""
     if settings.GIL_SWITCH_INTERVAL_MS > 0:
         # The runner thread takes the GIL back after every torch op; at Python's default of 5 ms it waits
         # up to that long each time while the event loop is busy, stretching forward passes under load.
@@ -126,8 +126,8 @@ async def _start() -> None:
     get_pool()
 
 
-@on_shutdown
-async def _stop() -> None:
+async def pool_stop() -> None:
+    """Lifespan stop: drains every batcher within DRAIN_SECONDS (new requests already see draining)."""
     global _pool
     await livestats.stop()
     if _pool is not None:
