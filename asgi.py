@@ -19,7 +19,7 @@ from app.core.lifecycle import ASGIApp, Component, LifespanApp  # noqa: E402
 from app.core.staticfiles import StaticFilesHandler  # noqa: E402
 from app.events import relay  # noqa: E402
 from app.monitoring import metrics, recording  # noqa: E402
-from app.serving import runtime  # noqa: E402
+from app.serving import livestats, runtime  # noqa: E402
 from app.serving.fastpath import InferenceFastPath  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 
@@ -41,6 +41,8 @@ COMPONENTS: list[Component] = [
     Component("database pool sampler", start=metrics.sampler_start, stop=metrics.sampler_stop),
     Component("prediction recorder", stop=recording.recorder.close),
     Component("serving pool", start=runtime.pool_start, stop=runtime.pool_stop),
+    # Started by the first request it counts; stopped before the pool drains.
+    Component("serving stats reporter", stop=livestats.stop),
 ]
 if console is not None:
     COMPONENTS.append(Component("console proxy", stop=console.aclose))

@@ -129,7 +129,6 @@ async def pool_start() -> None:
 async def pool_stop() -> None:
     """Lifespan stop: drains every batcher within DRAIN_SECONDS (new requests already see draining)."""
     global _pool
-    await livestats.stop()
     if _pool is not None:
         await _pool.shutdown(settings.DRAIN_SECONDS)
         _pool = None
