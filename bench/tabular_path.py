@@ -75,16 +75,17 @@ class Trained:
     def __init__(self, database: Path, storage: Path) -> None:
         with sqlite3.connect(database) as db:
             row = db.execute(
-                "SELECT v.config, v.extras, v.artifact_key FROM registry_modelversion v "
+                "SELECT v.architecture, v.config, v.extras, v.artifact_key FROM registry_modelversion v "
                 "JOIN registry_mlmodel m ON v.model_id = m.id WHERE m.name = ? AND v.stage = 'production'",
                 (NAME,),
             ).fetchone()
         if row is None:
             raise RuntimeError(f"no production version of {NAME!r} in {database}")
-        self.config: dict[str, Any] = json.loads(row[0])
-        self.pipeline = FeaturePipeline.from_dict(json.loads(row[1])["pipeline"])
-        module = architectures.build("mlp", self.config).eval()
-        module.load_state_dict(safetensors.torch.load_file(str(storage / row[2])))
+        self.architecture: str = row[0]  # the one the version was trained as (tabular-mlp), as serving builds it
+        self.config: dict[str, Any] = json.loads(row[1])
+        self.pipeline = FeaturePipeline.from_dict(json.loads(row[2])["pipeline"])
+        module = architectures.build(self.architecture, self.config).eval()
+        module.load_state_dict(safetensors.torch.load_file(str(storage / row[3])))
         self.module = module
 
     def features(self, record: dict[str, Any]) -> list[float]:
